@@ -1,0 +1,1 @@
+"""kamictl: the thin KAMI client, MCP shim and authoring tools."""
