@@ -32,7 +32,7 @@ from ._paths import MAX_SOCKET_PATH, Paths
 
 PROTOCOL_VERSION = "0.1"
 
-__all__ = [  # noqa: PLE0604
+__all__ = [
     "DEFAULT_MAX_FRAME",
     "MANIFEST_NAME",
     "MAX_SOCKET_PATH",

@@ -8,8 +8,14 @@ import cattrs
 
 from ._errors import InvalidParams, KamiError, error_to_wire
 
-__all__ = ["converter", "make_error", "make_notification", "make_request", "make_result",
-           "structure_params"]
+__all__ = [
+    "converter",
+    "make_error",
+    "make_notification",
+    "make_request",
+    "make_result",
+    "structure_params",
+]
 
 T = TypeVar("T")
 

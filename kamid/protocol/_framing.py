@@ -30,7 +30,9 @@ def decode_frame(line: bytes) -> Any:
     try:
         return json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParseError(f"request is not valid JSON: {exc}; send one JSON object per line") from exc
+        raise ParseError(
+            f"request is not valid JSON: {exc}; send one JSON object per line"
+        ) from exc
 
 
 class LineBuffer:

@@ -35,8 +35,7 @@ from __future__ import annotations
 import json
 import re
 import typing
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import cattrs
@@ -44,6 +43,9 @@ import tomlkit
 import tomlkit.exceptions
 
 from ._errors import InvalidTool
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "Argument",
@@ -187,6 +189,11 @@ class Manifest:
         if required:
             schema["required"] = required
         return schema
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Rebuilds a manifest stored with :meth:`to_dict` (already validated once)."""
+        return _converter.structure(data, cls)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict in the same shape as the TOML file."""

@@ -172,7 +172,9 @@ class UninstallToolResult:
 class Usage:
     wall_ms: float
     fuel_consumed: int
-    #: Largest linear memory the guest reached, in bytes.
+    #: Linear memory the component declares at instantiation (the sum of its core modules'
+    #: memory minimums). Exact for calls that do not grow memory, otherwise a lower bound:
+    #: wasmtime-py exposes no component memory size. The memory *limit* is always enforced.
     peak_memory_bytes: int
     host_calls: int = 0
 

@@ -1,0 +1,5 @@
+import sys
+
+from kamictl.cli import main
+
+sys.exit(main())

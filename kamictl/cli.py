@@ -1,0 +1,298 @@
+"""``kamictl``: build params, call kamid, render. Exit codes: 0 ok, 1 error from the daemon,
+2 usage, 3 daemon unreachable.
+
+Subcommand bodies import what they need when they run, so ``kamictl exec`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kamid.protocol import DaemonUnreachable, KamiError, Paths
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kamictl.client import Client
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+def _client(args: argparse.Namespace) -> Client:
+    from kamictl.client import Client
+
+    return Client(Paths.from_env(), autostart=not args.no_autostart)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _parse_input(text: str) -> Any:
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--input {text}: cannot read the file: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--input is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            """pass a JSON value, e.g. --input '{"text": "hi"}', or @file.json, or - for stdin"""
+        ) from exc
+
+
+# daemon
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from kamictl import _render
+    from kamictl.client import Client, start_daemon
+
+    paths = Paths.from_env()
+    if args.action == "start":
+        status = _status_or_none(paths)
+        if status is not None:
+            _render.note(f"kamid is already running (pid {status['pid']}, {paths.socket})")
+            return EXIT_OK
+        start_daemon(paths)
+        return EXIT_OK
+    if args.action == "stop":
+        return _stop_daemon(paths, args)
+    with Client(paths, autostart=False) as client:
+        status = client.call("daemon.status")
+    if args.json:
+        _print_json(status)
+    else:
+        _render.daemon_status(status)
+    return EXIT_OK
+
+
+def _status_or_none(paths: Paths) -> dict[str, Any] | None:
+    from kamictl.client import Client
+
+    try:
+        with Client(paths, autostart=False, timeout=10) as client:
+            status: dict[str, Any] = client.call("daemon.status")
+            return status
+    except DaemonUnreachable:
+        return None
+
+
+def _stop_daemon(paths: Paths, args: argparse.Namespace) -> int:
+    import time
+
+    from kamictl import _render
+    from kamictl.client import Client
+
+    try:
+        with Client(paths, autostart=False) as client:
+            result = client.call("daemon.stop", {"grace_s": args.grace})
+    except DaemonUnreachable:
+        _render.note("kamid is not running")
+        return EXIT_OK
+    # The daemon removes its socket as the very last thing it does.
+    deadline = time.monotonic() + (args.grace or 10.0) + 10.0
+    while paths.socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if paths.socket.exists():
+        _render.error(f"kamid did not stop within {deadline:g} s; see {paths.daemon_log}")
+        return EXIT_ERROR
+    _render.note(f"kamid stopped ({result.get('in_flight', 0)} call(s) were in flight)")
+    return EXIT_OK
+
+
+# tools
+def cmd_install(args: argparse.Namespace) -> int:
+    from kamictl import _render
+
+    path = Path(args.path).expanduser().resolve()
+    params = {"path": str(path), "approve": args.yes, "progress_token": "install"}
+    with _client(args) as client, _render.progress(f"Installing {path.name}") as update:
+        try:
+            result = client.call("tools.install", params, on_notify=update)
+        except KamiError as exc:
+            requested = exc.data.get("requested") if exc.data else None
+            if not requested or args.yes or not sys.stdin.isatty():
+                raise
+            update("progress", {"message": "waiting for approval"})
+            if not _render.approve(requested):
+                _render.error("not approved; nothing was installed")
+                return EXIT_ERROR
+            result = client.call("tools.install", {**params, "approve": True}, on_notify=update)
+    if args.json:
+        _print_json(result)
+    else:
+        _render.installed(result)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kamictl import _render
+
+    with _client(args) as client:
+        result = client.call("tools.list")
+    if args.json:
+        _print_json(result)
+    else:
+        _render.tool_list(result["tools"])
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from kamictl import _render
+
+    with _client(args) as client:
+        result = client.call("tools.inspect", {"tool": args.tool})
+    if args.json:
+        _print_json(result)
+    else:
+        _render.inspect(result)
+    return EXIT_OK
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from kamictl import _render
+
+    with _client(args) as client:
+        result = client.call("tools.uninstall", {"tool": args.tool})
+    _render.note(f"uninstalled {result['id']} {result['version']}")
+    return EXIT_OK
+
+
+def _exec(args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
+    params["input"] = _parse_input(args.input)
+    if args.timeout_ms is not None:
+        params["timeout_ms"] = args.timeout_ms
+    with _client(args) as client:
+        result = client.call(method, params)
+    _print_json(result if args.json else result["output"])
+    return EXIT_OK
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    return _exec(args, "tools.exec", {"tool": args.tool})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = Path(args.file).expanduser().resolve()
+    return _exec(args, "wasm.run", {"path": str(path)})
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from kamictl import _render
+    from kamictl.build import build_tool
+
+    tool_dir = Path(args.path).expanduser().resolve()
+    with _render.progress(f"Building {tool_dir.name}") as update:
+        result = build_tool(
+            tool_dir, force=args.force, progress=lambda line: update("progress", {"message": line})
+        )
+    if result.skipped:
+        _render.note(f"{result.wasm} is up to date (use --force to rebuild)")
+    else:
+        _render.note(f"built {result.wasm} ({result.size / 1e6:.1f} MB in {result.seconds:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from kamictl import _render
+
+    with _client(args) as client:
+        status = client.call("daemon.status")
+        tools = client.call("tools.list")["tools"]
+    if args.json:
+        _print_json({"daemon": status, "tools": tools})
+    else:
+        _render.dashboard(status, tools)
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw result"
+    )
+    common.add_argument(
+        "--no-autostart",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="fail (exit 3) instead of starting kamid when it is not running",
+    )
+    parser = argparse.ArgumentParser(
+        prog="kamictl",
+        parents=[common],
+        description="Control kamid: install, inspect and run sandboxed WebAssembly tools.",
+        epilog="Exit codes: 0 ok, 1 error from the daemon, 2 usage, 3 daemon unreachable. "
+        "KAMI_HOME relocates all state.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("daemon", cmd_daemon, "start, stop or show the daemon")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
+    p = add("install", cmd_install, "install a tool from a directory with tool.toml")
+    p.add_argument("path", help="tool directory (with tool.toml and the built component)")
+    p.add_argument("--yes", "-y", action="store_true", help="approve requested capabilities")
+    add("list", cmd_list, "list installed tools")
+    p = add("inspect", cmd_inspect, "show a tool's manifest, hash, grants and cache state")
+    p.add_argument("tool", help="tool id or unique name")
+    p = add("uninstall", cmd_uninstall, "remove a tool")
+    p.add_argument("tool", help="tool id or unique name")
+    for name, fn, target, help_ in (
+        ("exec", cmd_exec, "tool", "run an installed tool and print its JSON output"),
+        ("run", cmd_run, "file", "run a component file once with deny-all grants"),
+    ):
+        p = add(name, fn, help_)
+        p.add_argument(target)
+        p.add_argument("--input", "-i", default="{}", help="JSON input, @file.json, or - for stdin")
+        p.add_argument("--timeout-ms", type=int, help="lower the call's wall-clock deadline")
+    p = add("build", cmd_build, "build a tool's component from source")
+    p.add_argument("path", help="tool directory with a [build] section in tool.toml")
+    p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    add("status", cmd_status, "daemon, tools, cache and call counters")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.no_autostart = getattr(args, "no_autostart", False) or bool(
+        os.environ.get("KAMI_NO_AUTOSTART")
+    )
+    try:
+        code: int = args.fn(args)
+        return code
+    except UsageError as exc:
+        sys.stderr.write(f"kamictl: {exc}\n")
+        return EXIT_USAGE
+    except DaemonUnreachable as exc:
+        sys.stderr.write(f"kamictl: {exc.message}\n")
+        return EXIT_UNREACHABLE
+    except KamiError as exc:
+        if args.json:
+            from kamid.protocol import error_to_wire
+
+            _print_json({"error": error_to_wire(exc)})
+        sys.stderr.write(f"kamictl: {exc.message}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

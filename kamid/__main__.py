@@ -1,0 +1,5 @@
+import sys
+
+from kamid.daemon import main
+
+sys.exit(main())

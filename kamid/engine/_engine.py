@@ -1,0 +1,119 @@
+"""The engine as the daemon sees it: validated components, cached, run under limits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from kamid.sandbox import exceeded
+
+from ._cache import ComponentCache
+from ._outcome import utf8_len
+from ._wasm import WASMTIME_VERSION, Runtime
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kamid.hostapi import HostContext
+    from kamid.protocol import CacheStatistics
+    from kamid.sandbox import Limits
+
+    from ._cache import AotIndex, CompileReport
+    from ._component import ComponentInfo
+    from ._outcome import CallOutcome
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Compiles, caches and runs tool components. All methods block; all are thread-safe.
+
+    Args:
+        aot_dir: the AOT cache directory (native code; safe to delete).
+        aot_index: records the hash of each AOT file written; only recorded files load.
+        lru_capacity: compiled components kept in memory.
+        tick_ms: epoch tick period; deadlines count calls of :meth:`tick`, which
+            something (the executor) must make every ``tick_ms``.
+    """
+
+    def __init__(
+        self, *, aot_dir: Path, aot_index: AotIndex, lru_capacity: int = 32, tick_ms: int = 10
+    ) -> None:
+        self._runtime = Runtime(tick_ms=tick_ms)
+        self._cache = ComponentCache(
+            self._runtime.compiler,
+            aot_dir=aot_dir,
+            aot_index=aot_index,
+            key_suffix=self._runtime.key_suffix,
+            capacity=lru_capacity,
+        )
+
+    @property
+    def wasmtime_version(self) -> str:
+        return WASMTIME_VERSION
+
+    @property
+    def tick_ms(self) -> int:
+        return self._runtime.tick_ms
+
+    def aot_path(self, sha256: str) -> Path:
+        """Where the AOT file of ``sha256`` lives (whether or not it exists)."""
+        return self._cache.aot_path(sha256)
+
+    def inspect(self, sha256: str, wasm_path: Path) -> ComponentInfo:
+        """Imports and exports of a component, compiling or loading it if needed.
+
+        Raises:
+            InvalidTool: not a component; no ``kami:tool/tool@0.1.0`` export with
+                ``run: func(string) -> result<string, string>``; or an import the daemon
+                does not provide. The message says what to do instead.
+            IntegrityError: ``wasm_path`` does not hash to ``sha256``.
+        """
+        loaded, _ = self._cache.get(sha256, wasm_path)
+        return loaded.info
+
+    def precompile(self, sha256: str, wasm_path: Path) -> CompileReport:
+        """Makes sure the component's AOT file exists, validating the component first.
+
+        Raises:
+            InvalidTool: as for :meth:`inspect`; nothing is written.
+            IntegrityError: ``wasm_path`` does not hash to ``sha256``.
+        """
+        return self._cache.ensure_on_disk(sha256, wasm_path)
+
+    def call(
+        self, sha256: str, wasm_path: Path, input: str, *, limits: Limits, host: HostContext
+    ) -> CallOutcome:
+        """Runs the tool's ``run`` once, on a fresh instance, under ``limits``.
+
+        Every error raised once the guest has started carries ``data.usage``.
+
+        Raises:
+            LimitExceeded: ``data.limit`` names it: ``input_bytes`` (checked before
+                anything runs), ``fuel``, ``timeout_ms``, ``memory_bytes``,
+                ``output_bytes``, ``host_calls``, ``instances``, ``table_elements``,
+                ``memories`` or ``tables``.
+            ToolFailed: the tool returned ``err`` (``data.tool_error``), trapped
+                (``data.trap``), exited, or returned output that is not JSON.
+            InvalidTool, IntegrityError: as for :meth:`inspect`.
+            InternalError: a host function of the daemon failed (a KAMI bug).
+        """
+        size = utf8_len(input)
+        if size > limits.max_input_bytes:
+            raise exceeded(host.tool_id, "input_bytes", limits.max_input_bytes)
+        loaded, _ = self._cache.get(sha256, wasm_path)
+        return self._runtime.run(loaded, input, limits, host)
+
+    def tick(self) -> None:
+        """Advances the epoch: one tick off every running call's deadline."""
+        self._runtime.tick()
+
+    def cache_state(self, sha256: str) -> Literal["memory", "disk", "none"]:
+        """Where a call would find the component (the AOT file is not re-hashed here)."""
+        return self._cache.state(sha256)
+
+    def forget(self, sha256: str) -> None:
+        """Drops the component from memory and deletes its AOT file (uninstall)."""
+        self._cache.forget(sha256)
+
+    def statistics(self) -> CacheStatistics:
+        return self._cache.statistics()

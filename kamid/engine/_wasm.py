@@ -1,0 +1,373 @@
+"""The only module in KAMI that imports wasmtime: the engine, its linker, and calls.
+
+One wasmtime engine (fuel + epoch interruption) and one linker serve every call. The
+linker is built once with WASI 0.2 and all four ``kami:tool`` host interfaces and is
+shared by the worker threads: wasmtime's component ``Linker`` is ``Sync`` and
+``instantiate`` only reads it. Every call gets a fresh store, so nothing leaks between
+calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import mmap
+import platform
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import wasmtime
+from wasmtime import component as wc
+
+from kamid.hostapi import HostError, HttpRequest
+from kamid.protocol import InvalidTool, Usage
+from kamid.sandbox import GuestOutput, epoch_ticks
+
+from ._component import (
+    KAMI_IMPORTS,
+    TOOL_EXPORT,
+    ComponentInfo,
+    check_header,
+    import_problem,
+    initial_memory_bytes,
+)
+from ._outcome import CallOutcome, CallState, failure, finish
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from kamid.hostapi import HostContext, HttpResponse
+    from kamid.sandbox import Limits
+
+__all__ = ["WASMTIME_VERSION", "Loaded", "Runtime", "wat2wasm"]
+
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+#: Everything that changes the native code; its hash is part of every AOT cache key.
+_SETTINGS: dict[str, Any] = {
+    "consume_fuel": True,
+    "epoch_interruption": True,
+    "cranelift_opt_level": "speed",
+}
+# Not configurable: the memory limit applies to each memory and the element limit to
+# each table, so their counts must stay small (componentize-py/-js use 1 and 2).
+_MAX_MEMORIES = 4
+_MAX_TABLES = 8
+
+
+def _always_tagged(_self: object) -> bool:
+    return True
+
+
+# wasmtime-py guesses which case a `result` or `option` value is from its Python type.
+# The guess fails for kv.get's `result<option<list<u8>>, error>` (an option accepts any
+# object, so an error is lowered as `ok` and raises), and it works through a
+# module-global scratch set that concurrent threads overwrite. Declaring both "tagged"
+# makes every result/option an explicit Variant(tag, payload) both ways: no guessing, no
+# shared state. wasmtime is pinned; tests/engine/test_host.py fails if this stops working.
+wc.ResultType._tagged = _always_tagged  # type: ignore[method-assign,assignment]
+wc.OptionType._tagged = _always_tagged  # type: ignore[method-assign,assignment]
+
+
+def wat2wasm(text: str) -> bytes:
+    """The binary form of WebAssembly text (components included), for tests and tools."""
+    return bytes(wasmtime.wat2wasm(text))
+
+
+@attrs.frozen(kw_only=True)
+class Loaded:
+    """A compiled, validated component, as the cache keeps it."""
+
+    component: wc.Component
+    run: wc.ExportIndex
+    info: ComponentInfo
+    initial_memory: int
+
+
+class Runtime:
+    """The wasmtime engine and linker, and running one call on a fresh store. Thread-safe.
+
+    Args:
+        tick_ms: epoch tick period; deadlines are counted in calls of :meth:`tick`, which
+            something (the executor) must make every ``tick_ms``.
+    """
+
+    def __init__(self, *, tick_ms: int) -> None:
+        if tick_ms < 1:
+            raise ValueError(f"tick_ms must be at least 1 (got {tick_ms})")
+        self.tick_ms = tick_ms
+        config = wasmtime.Config()
+        for name, value in _SETTINGS.items():
+            setattr(config, name, value)
+        self._engine = wasmtime.Engine(config)
+        self._linker = _build_linker(self._engine)
+        self.compiler = _Compiler(self._engine)
+        settings = json.dumps([WASMTIME_VERSION, platform.machine(), _SETTINGS], sort_keys=True)
+        #: Names the wasmtime version and settings in AOT cache keys.
+        self.key_suffix = f"{WASMTIME_VERSION}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+    def tick(self) -> None:
+        self._engine.increment_epoch()
+
+    def run(self, loaded: Loaded, input: str, limits: Limits, host: HostContext) -> CallOutcome:
+        """Instantiates ``loaded`` on a fresh store and calls ``run(input)``.
+
+        Raises:
+            KamiError: as documented by ``Engine.call``.
+        """
+        state = CallState(host, limits.max_host_calls)
+        output = GuestOutput(host, limits.max_guest_output_bytes)
+        store = wasmtime.Store(self._engine)
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(epoch_ticks(limits.timeout_ms, self.tick_ms))
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            instances=limits.instances,
+            tables=_MAX_TABLES,
+            memories=_MAX_MEMORIES,
+        )
+        wasi = wasmtime.WasiConfig()  # no args, env, preopens; stdio captured, not inherited
+        wasi.stdout_custom = output.stdout
+        wasi.stderr_custom = output.stderr
+        store.set_wasi(wasi)
+        outer = getattr(_current, "state", None)  # a tool invoking another tool nests
+        _current.state = state
+        started = time.perf_counter()
+        result: Any = None
+        error: wasmtime.WasmtimeError | None = None
+        linked = False
+        try:
+            instance = self._linker.instantiate(store, loaded.component)
+            linked = True
+            func = instance.get_func(store, loaded.run)
+            assert func is not None  # _Compiler checked the export
+            result = func(store, input)
+        except wasmtime.WasmtimeError as exc:
+            error = exc
+        finally:
+            wall_ms = (time.perf_counter() - started) * 1000
+            _current.state = outer
+            fuel_left = store.get_fuel()
+            # Closing now, not at garbage collection, stops the guest's stdio streams
+            # before the output is read and never leaves a store for interpreter exit.
+            store.close()
+            output.close()
+        usage = Usage(
+            wall_ms=round(wall_ms, 3),
+            fuel_consumed=limits.fuel - fuel_left,
+            peak_memory_bytes=loaded.initial_memory,
+            host_calls=host.host_calls,
+        )
+        if error is not None:
+            exit_code = error.code if isinstance(error, wasmtime.ExitTrap) else None
+            text = str(error)
+            raise failure(
+                text, exit_code=exit_code, linked=linked, state=state, limits=limits, usage=usage
+            )
+        # _Compiler checked that run returns result<string, string>.
+        assert isinstance(result, wc.Variant)
+        assert isinstance(result.payload, str)
+        return finish(result.tag, result.payload, usage=usage, limits=limits, host=host)
+
+
+# Host functions. The guest thread that calls one is inside Runtime.run, which put the
+# call's state in a thread-local: wasmtime-py hands host functions a StoreContext, which
+# has no public accessor for the store's data.
+_current = threading.local()
+_HTTP_ERRORS = frozenset(
+    {"not-granted", "denied", "limit-exceeded", "invalid-request", "transport", "timeout"}
+)
+_KV_ERRORS = frozenset({"not-granted", "limit-exceeded", "invalid-key"})
+_INVOKE_ERRORS = frozenset({"not-granted", "not-found", "failed", "limit-exceeded"})
+
+
+def _host_function(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps ``body(host, *args)`` as a host function: counts it, contains its failures."""
+
+    def host_function(_store: object, *args: Any) -> Any:
+        state: CallState | None = getattr(_current, "state", None)
+        if state is None:
+            raise wasmtime.WasmtimeError("kami: host function called outside a tool call")
+        state.host.host_calls += 1
+        if state.host.host_calls > state.budget:
+            state.failure = "host_calls"
+            raise wasmtime.WasmtimeError("kami: host call budget exhausted")
+        try:
+            return body(state.host, *args)
+        except Exception as exc:
+            # Only a WasmtimeError may leave a host function: wasmtime-py parks any other
+            # exception in a process-global slot, where a concurrent call could find it.
+            state.failure = exc
+            raise wasmtime.WasmtimeError(f"kami: host function failed: {exc!r}") from None
+
+    return host_function
+
+
+def _result(get: Callable[[], Any], cases: frozenset[str]) -> wc.Variant:
+    """``result<T, error>``: ok(get()), or err(case(message)) for a HostError."""
+    try:
+        return wc.Variant("ok", get())
+    except HostError as exc:
+        if exc.kind not in cases:
+            raise ValueError(f"HostError kind {exc.kind!r} is not one of {sorted(cases)}") from exc
+        return wc.Variant("err", wc.Variant(exc.kind, _text(exc.message)))
+
+
+def _text(value: str) -> str:
+    # A lone surrogate cannot be lowered, and wasmtime-py would report that through its
+    # process-global exception slot after this function returned; replace it instead.
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _some(value: wc.Variant) -> Any:
+    return value.payload if value.tag == "some" else None
+
+
+def _option(value: bytes | None) -> wc.Variant:
+    return wc.Variant("none") if value is None else wc.Variant("some", bytes(value))
+
+
+def _fetch(host: HostContext, req: Any) -> wc.Variant:
+    request = HttpRequest(
+        method=req.method,
+        url=req.url,
+        headers=tuple(req.headers),
+        body=_some(req.body),
+        timeout_ms=_some(getattr(req, "timeout-ms")),
+    )
+    return _result(lambda: _response(host.http_fetch(request)), _HTTP_ERRORS)
+
+
+def _response(response: HttpResponse) -> wc.Record:
+    # Values are normalized here, inside the host function, because a value that fails
+    # to lower after it returns escapes the per-call error handling (see _text).
+    status = int(response.status)
+    if not 0 <= status <= 0xFFFF:
+        raise ValueError(f"HTTP status {status} does not fit the WIT u16")
+    record = wc.Record()  # fields are plain attributes, read back by name
+    vars(record).update(
+        status=status,
+        headers=[(_text(str(k)), _text(str(v))) for k, v in response.headers],
+        body=bytes(response.body),
+    )
+    return record
+
+
+_HOST_FUNCTIONS: dict[str, dict[str, Callable[..., Any]]] = {
+    "kami:tool/host@0.1.0": {"log": lambda host, level, message: host.log(level, message)},
+    "kami:tool/http@0.1.0": {"fetch": _fetch},
+    "kami:tool/kv@0.1.0": {
+        "get": lambda host, key: _result(lambda: _option(host.kv_get(key)), _KV_ERRORS),
+        "set": lambda host, key, value: _result(lambda: host.kv_set(key, value), _KV_ERRORS),
+        "delete": lambda host, key: _result(lambda: host.kv_delete(key), _KV_ERRORS),
+        "list-keys": lambda host, prefix: _result(
+            lambda: [_text(str(k)) for k in host.kv_list_keys(prefix)], _KV_ERRORS
+        ),
+    },
+    "kami:tool/invoke@0.1.0": {
+        "call": lambda host, tool, input: _result(
+            lambda: _text(str(host.invoke(tool, input))), _INVOKE_ERRORS
+        ),
+    },
+}
+assert {k: frozenset(v) for k, v in _HOST_FUNCTIONS.items()} == KAMI_IMPORTS
+
+
+def _build_linker(engine: wasmtime.Engine) -> wc.Linker:
+    linker = wc.Linker(engine)
+    linker.add_wasip2()
+    with linker.root() as root:
+        for interface, functions in _HOST_FUNCTIONS.items():
+            with root.add_instance(interface) as instance:
+                for name, body in functions.items():
+                    instance.add_func(name, _host_function(body))
+    return linker
+
+
+class _Compiler:
+    """Turns wasm into a validated :class:`Loaded`, and back and forth from AOT files."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        self._engine = engine
+
+    def compile(self, wasm: bytes) -> Loaded:
+        check_header(wasm)
+        try:
+            component = wc.Component(self._engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise InvalidTool(f"not a valid WebAssembly component: {first}") from exc
+        return self._describe(component, initial_memory_bytes(wasm))
+
+    def serialize(self, item: Loaded) -> bytes:
+        return bytes(item.component.serialize())
+
+    def load(self, aot_path: Path, wasm_path: Path) -> Loaded:
+        component = wc.Component.deserialize_file(self._engine, str(aot_path))
+        return self._describe(component, _file_memory(wasm_path))
+
+    def _describe(self, component: wc.Component, initial_memory: int) -> Loaded:
+        engine = self._engine
+        exports = component.type.exports(engine)
+        imports = component.type.imports(engine)
+        tool = exports.get(TOOL_EXPORT)
+        if tool is None:
+            raise InvalidTool(
+                f"the component does not export {TOOL_EXPORT} (it exports "
+                f"{sorted(exports) or 'nothing'}); a KAMI tool implements the kami-tool "
+                "world of wit/kami-tool.wit (`kamictl build` does this for Python and JS)"
+            )
+        if not _is_run(engine, tool.ty):
+            raise InvalidTool(
+                f"the component exports {TOOL_EXPORT}, but not as `run: func(input: "
+                "string) -> result<string, string>`; implement the tool interface exactly "
+                "as wit/kami-tool.wit declares it"
+            )
+        problems = [
+            problem
+            for name, extern in imports.items()
+            if (problem := import_problem(name, _functions(engine, extern.ty)))
+        ]
+        if problems:
+            raise InvalidTool("the component " + "; ".join(problems), data={"imports": [*imports]})
+        tool_index = component.get_export_index(TOOL_EXPORT)
+        run = component.get_export_index("run", tool_index)
+        assert run is not None
+        info = ComponentInfo(imports=sorted(imports), exports=sorted(exports))
+        return Loaded(component=component, run=run, info=info, initial_memory=initial_memory)
+
+
+def _is_run(engine: wasmtime.Engine, item: Any) -> bool:
+    if not isinstance(item, wc.ComponentInstanceType):
+        return False
+    run = item.exports(engine).get("run")
+    func = run.ty if run is not None else None
+    if not isinstance(func, wc.FuncType):
+        return False
+    params, result = func.params, func.result
+    return (
+        len(params) == 1
+        and isinstance(params[0][1], wc.String)
+        and isinstance(result, wc.ResultType)
+        and isinstance(result.ok, wc.String)
+        and isinstance(result.err, wc.String)
+    )
+
+
+def _functions(engine: wasmtime.Engine, item: Any) -> set[str] | None:
+    if not isinstance(item, wc.ComponentInstanceType):
+        return None
+    return {name for name, ext in item.exports(engine).items() if isinstance(ext.ty, wc.FuncType)}
+
+
+def _file_memory(wasm_path: Path) -> int:
+    # Mapped, not read: only the section headers and memory sections are touched.
+    try:
+        with wasm_path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return initial_memory_bytes(memoryview(m))
+    except (OSError, ValueError):
+        return 0

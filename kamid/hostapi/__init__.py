@@ -1,0 +1,19 @@
+"""The host side of the ``kami:tool`` imports (log, http, kv, invoke), without wasmtime."""
+
+from ._context import (
+    DEFAULT_MAX_LINE_CHARS,
+    DEFAULT_MAX_LOG_LINES,
+    HostContext,
+    HostError,
+    HttpRequest,
+    HttpResponse,
+)
+
+__all__ = [
+    "DEFAULT_MAX_LINE_CHARS",
+    "DEFAULT_MAX_LOG_LINES",
+    "HostContext",
+    "HostError",
+    "HttpRequest",
+    "HttpResponse",
+]

@@ -1,0 +1,332 @@
+"""The JSON-RPC 2.0 server on a Unix socket: one JSON object per line, many requests in
+flight per connection, same-uid peers only.
+
+Shutdown uses two nurseries: the accept loop stops first, then connections drain their
+in-flight requests under a grace deadline, and only then are they cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as stdsocket
+import struct
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import trio
+
+from kamid.protocol import (
+    METHODS,
+    FrameTooLarge,
+    InternalError,
+    InvalidRequest,
+    KamiError,
+    LineBuffer,
+    PolicyDenied,
+    RequestTimeout,
+    ShuttingDown,
+    decode_frame,
+    encode_frame,
+    make_error,
+    make_notification,
+    make_result,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kamid.config import ServerConfig
+
+__all__ = ["Dispatcher", "Peer", "RequestContext", "Server", "bind_unix_socket"]
+
+log = logging.getLogger("kamid.server")
+
+#: Requests one connection may have in flight before the server stops reading from it.
+MAX_IN_FLIGHT_PER_CONNECTION = 64
+#: A peer that does not read its answers for this long is disconnected.
+SEND_TIMEOUT_S = 30.0
+#: Methods still answered while the daemon drains.
+_ALLOWED_WHILE_DRAINING = frozenset({"daemon.status", "daemon.stop"})
+
+
+@attrs.frozen
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+class RequestContext:
+    """What a handler knows about the request it serves."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    @property
+    def peer(self) -> Peer:
+        return self._connection.peer
+
+    async def notify(self, method: str, params: Any) -> None:
+        """Sends a notification on the requester's connection; a gone peer is ignored."""
+        await self._connection.send(make_notification(method, params))
+
+
+class Dispatcher(Protocol):
+    async def handle(self, method: str, params: Any, ctx: RequestContext) -> Any:
+        """Returns the JSON-ready result or raises :class:`KamiError`."""
+        ...
+
+
+def _peer_credentials(sock: trio.socket.SocketType) -> Peer:
+    peercred = getattr(stdsocket, "SO_PEERCRED", None)
+    if peercred is not None:  # Linux
+        fmt = "3i"
+        raw = sock.getsockopt(stdsocket.SOL_SOCKET, peercred, struct.calcsize(fmt))
+        pid, uid, gid = struct.unpack(fmt, raw)
+        return Peer(pid=pid, uid=uid, gid=gid)
+    # BSD/macOS: LOCAL_PEERCRED needs xucred parsing; until then only the owner's uid
+    # can reach the 0700 socket directory, which is the check that matters.
+    return Peer(pid=0, uid=os.getuid(), gid=os.getgid())
+
+
+def bind_unix_socket(path: Path) -> trio.socket.SocketType:
+    """Creates the listening socket at ``path`` in a 0700 directory, itself 0600.
+
+    A leftover socket file from a dead daemon is removed; the caller holds the home's
+    lock, so no live daemon can own it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        # The socket exists before chmod could run; the umask closes that window.
+        sock._sock.bind(os.fspath(path))  # type: ignore[attr-defined]  # sync bind, no thread
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+async def _refuse(stream: trio.SocketStream, error: KamiError) -> None:
+    """Answers with ``error`` and closes so that the peer can still read the answer.
+
+    Closing a Unix socket with unread input resets it, and the peer would lose the error;
+    so half-close, swallow what it sent for a moment, then close.
+    """
+    with trio.move_on_after(1.0):
+        try:
+            await stream.send_all(encode_frame(make_error(None, error)))
+            await stream.send_eof()
+            while await stream.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await stream.aclose()
+
+
+class _Connection:
+    def __init__(self, server: Server, stream: trio.SocketStream, peer: Peer) -> None:
+        self.server = server
+        self.stream = stream
+        self.peer = peer
+        self.in_flight = 0
+        self._send_lock = trio.Lock()
+        self._closed = False
+        self._slots = trio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        data = encode_frame(message)
+        async with self._send_lock:
+            try:
+                with trio.fail_after(SEND_TIMEOUT_S):
+                    await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                self._closed = True
+                log.info("peer pid=%s stopped reading; dropping its connection", self.peer.pid)
+                await self.stream.aclose()
+
+    async def serve(self) -> None:
+        config = self.server.config
+        buffer = LineBuffer(config.max_frame_bytes)
+        farewell: KamiError | None = None
+        async with trio.open_nursery() as nursery:
+            while not self._closed:
+                idle = buffer.pending == 0
+                timeout = config.idle_timeout_s if idle else config.frame_timeout_s
+                with trio.move_on_after(timeout) as scope:
+                    try:
+                        data = await self.stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                if scope.cancelled_caught:
+                    if idle and self.in_flight:
+                        continue  # a long call is running; the peer is waiting, not idle
+                    reason = "idle" if idle else "slow (a frame did not complete in time)"
+                    farewell = RequestTimeout(
+                        f"connection closed: {reason} for {timeout:g} s; "
+                        "reconnect and send complete lines"
+                    )
+                    break
+                if not data:
+                    break  # EOF: the peer is gone; its unfinished requests are cancelled
+                try:
+                    lines = buffer.feed(data)
+                except FrameTooLarge as exc:
+                    # The stream cannot be resynchronised after a cut frame: answer, close.
+                    farewell = exc
+                    break
+                for line in lines:
+                    await self._slots.acquire()
+                    self.in_flight += 1
+                    nursery.start_soon(self._serve_line, line)
+            nursery.cancel_scope.cancel()
+        if farewell is not None and not self._closed:
+            self._closed = True
+            await _refuse(self.stream, farewell)
+        self._closed = True
+        await self.stream.aclose()
+
+    async def _serve_line(self, line: bytes) -> None:
+        try:
+            reply = await self.server.answer(line, RequestContext(self))
+            if reply is not None:
+                await self.send(reply)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+            self.server._request_done()
+
+
+class Server:
+    """Accepts connections on a listening Unix socket and answers JSON-RPC requests.
+
+    Args:
+        sock: a bound, listening AF_UNIX socket.
+        dispatcher: routes a method to its handler.
+        config: limits and timeouts.
+    """
+
+    def __init__(
+        self, sock: trio.socket.SocketType, dispatcher: Dispatcher, config: ServerConfig
+    ) -> None:
+        self.sock = sock
+        self.dispatcher = dispatcher
+        self.config = config
+        self.connections = 0
+        self.in_flight = 0
+        self.draining = False
+        self._stop = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._allowed_uids = {os.getuid(), *config.allowed_uids}
+
+    def stop(self) -> None:
+        """Stops accepting and starts draining; safe to call more than once."""
+        self.draining = True
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serves until :meth:`stop`, then drains in-flight requests under the grace deadline.
+
+        Cancellation closes every connection at once, abandoning in-flight answers.
+        """
+        listener = trio.SocketListener(self.sock)
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                accepting.start_soon(self._accept_loop, listener, connections)
+                task_status.started()
+                await self._stop.wait()
+                accepting.cancel_scope.cancel()
+            await listener.aclose()
+            with trio.move_on_after(self.config.grace_s) as grace:
+                await self._idle.wait()
+            if grace.cancelled_caught:
+                log.warning(
+                    "grace period of %g s over with %d call(s) in flight; cancelling them",
+                    self.config.grace_s,
+                    self.in_flight,
+                )
+            connections.cancel_scope.cancel()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            stream = await listener.accept()
+            nursery.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        peer = _peer_credentials(stream.socket)
+        if peer.uid not in self._allowed_uids:
+            log.warning("refused connection from uid %d (pid %d)", peer.uid, peer.pid)
+            await _refuse(
+                stream,
+                PolicyDenied(
+                    f"uid {peer.uid} may not use this kamid (it runs as uid {os.getuid()}); "
+                    "add it to [server].allowed_uids in kamid.toml to allow it"
+                ),
+            )
+            return
+        if self.connections >= self.config.max_connections:
+            await _refuse(
+                stream,
+                ShuttingDown(
+                    f"too many connections ({self.config.max_connections}); "
+                    "close idle clients or raise [server].max_connections"
+                ),
+            )
+            return
+        conn = _Connection(self, stream, peer)
+        self.connections += 1
+        try:
+            await conn.serve()
+        finally:
+            self.connections -= 1
+
+    def _request_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def answer(self, line: bytes, ctx: RequestContext) -> dict[str, Any] | None:
+        """Handles one frame; returns the response, or None for a notification."""
+        self.in_flight += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        request_id: int | str | None = None
+        notification = False
+        try:
+            message = decode_frame(line)
+            if not isinstance(message, dict):
+                raise InvalidRequest(
+                    "a request must be a JSON object with jsonrpc, id, method and params "
+                    "(batches are not supported on the daemon socket)"
+                )
+            notification = "id" not in message
+            raw_id = message.get("id")
+            if raw_id is not None and not isinstance(raw_id, (int, str)):
+                raise InvalidRequest("id must be a string or an integer")
+            request_id = raw_id
+            method = message.get("method")
+            if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
+                raise InvalidRequest('a request needs "jsonrpc": "2.0" and a string "method"')
+            if self.draining and method not in _ALLOWED_WHILE_DRAINING:
+                raise ShuttingDown("kamid is shutting down; retry once it has restarted")
+            spec = METHODS.get(method)
+            timeout = spec.timeout_s if spec else 30.0
+            with trio.move_on_after(timeout) as scope:
+                result = await self.dispatcher.handle(method, message.get("params"), ctx)
+            if scope.cancelled_caught:
+                raise RequestTimeout(f"{method} did not finish within {timeout:g} s")
+        except KamiError as exc:
+            return None if notification else make_error(request_id, exc)
+        except Exception:
+            log.exception("unexpected error answering a request")
+            error = InternalError("kamid hit an internal error; details are in its log")
+            return None if notification else make_error(request_id, error)
+        return None if notification else make_result(request_id, result)

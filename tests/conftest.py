@@ -1,0 +1,155 @@
+"""Shared fixtures: real daemons on short temp homes, a kamictl runner, tool directories."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from kamictl.client import Client
+from kamid.protocol import Paths
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+pytest_plugins = ["tests._examples"]
+
+
+def short_tempdir(prefix: str = "k") -> Path:
+    # Unix socket paths must stay under ~100 bytes; pytest's tmp_path is too deep.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@pytest.fixture
+def kami_home() -> Iterator[Path]:
+    home = short_tempdir()
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def daemon_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAMI_HOME"] = str(home)
+    env.pop("KAMI_NO_AUTOSTART", None)
+    return env
+
+
+class Daemon:
+    """A kamid started in the foreground as a child process, on its own KAMI_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.paths = Paths.under(home)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, config: str | None = None, timeout: float = 30.0) -> Daemon:
+        if config is not None:
+            self.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+            self.paths.config_file.write_text(config)
+        self.stderr = open(self.home / "daemon.stderr", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kamid", "--foreground"],
+            env=daemon_env(self.home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kamid exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(Exception), self.client(timeout=5) as client:
+                client.call("daemon.status")
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kamid did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def client(self, *, timeout: float | None = 60.0) -> Client:
+        return Client(self.paths, autostart=False, timeout=timeout)
+
+    def call(self, method: str, params: Any = None) -> Any:
+        with self.client() as client:
+            return client.call(method, params)
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.home / "daemon.stderr").read_text(errors="replace")
+        return ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon(kami_home: Path) -> Iterator[Daemon]:
+    d = Daemon(kami_home).start()
+    yield d
+    d.stop()
+
+
+def run_kamictl(
+    home: Path, *args: str, input: str | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kamictl", *args],
+        env=daemon_env(home),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wat_component(name: str) -> bytes:
+    import wasmtime
+
+    return bytes(wasmtime.wat2wasm((FIXTURES / name).read_text()))
+
+
+def make_tool(
+    root: Path,
+    wasm: bytes,
+    *,
+    tool_id: str = "dev.test.echo",
+    version: str = "0.1.0",
+    extra: str = "",
+) -> Path:
+    """Writes a tool directory with a minimal tool.toml around ``wasm``."""
+    tool_dir = root / f"{tool_id}-{version}"
+    tool_dir.mkdir(parents=True, exist_ok=True)
+    (tool_dir / "tool.wasm").write_bytes(wasm)
+    (tool_dir / "tool.toml").write_text(
+        f"""[tool]
+id = "{tool_id}"
+name = "{tool_id.rsplit(".", 1)[-1]}"
+version = "{version}"
+description = "A test tool."
+wasm = "tool.wasm"
+{extra}
+"""
+    )
+    return tool_dir

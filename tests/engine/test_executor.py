@@ -1,0 +1,112 @@
+"""The executor: wasm runs in worker threads, the trio loop keeps going, epochs tick."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+import trio
+
+from kamid.engine import Engine, Executor
+from kamid.hostapi import HostContext
+from kamid.protocol import LimitExceeded
+
+from .conftest import FAST, host
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from .conftest import DictIndex, Wasm
+
+
+@pytest.fixture
+def quiet_engine(aot_dir: Path, index: DictIndex) -> Engine:
+    """An engine nobody ticks except the executor under test."""
+    return Engine(aot_dir=aot_dir, aot_index=index, tick_ms=5)
+
+
+class ThreadRecorder(HostContext):
+    def log(self, level: str, message: str) -> None:
+        self.thread = threading.get_ident()
+        super().log(level, message)
+
+
+async def test_calls_run_in_a_worker_thread(
+    quiet_engine: Engine, wasm: Callable[[str], Wasm]
+) -> None:
+    tool = wasm("host")
+    executor = Executor(quiet_engine)
+    await executor.precompile(tool.sha256, tool.path)
+    assert (await executor.inspect(tool.sha256, tool.path)).exports == ["kami:tool/tool@0.1.0"]
+    context = ThreadRecorder(tool_id="dev.test.thread")
+    outcome = await executor.call(tool.sha256, tool.path, "l", limits=FAST, host=context)
+    assert outcome.value == "l:"
+    assert context.thread != threading.get_ident()
+
+
+async def test_the_ticker_enforces_deadlines_while_the_loop_runs(
+    quiet_engine: Engine, wasm: Callable[[str], Wasm]
+) -> None:
+    loop = wasm("loop")
+    executor = Executor(quiet_engine)
+    limits = attrs.evolve(FAST, timeout_ms=200, fuel=10**15)
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while True:
+            await trio.sleep(0.01)
+            beats += 1
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(executor.run)
+            nursery.start_soon(heartbeat)
+            with pytest.raises(LimitExceeded) as info:
+                await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=host())
+            nursery.cancel_scope.cancel()
+    assert info.value.data["limit"] == "timeout_ms"
+    assert beats >= 5  # the loop kept running while wasm spun in a thread
+
+
+async def test_without_the_ticker_no_deadline_fires(
+    quiet_engine: Engine, wasm: Callable[[str], Wasm]
+) -> None:
+    # The control for the test above: the deadline really is the executor's ticking.
+    loop = wasm("loop")
+    limits = attrs.evolve(FAST, timeout_ms=10, fuel=10**15)
+    executor = Executor(quiet_engine)
+    done = trio.Event()
+
+    async def call() -> None:
+        with pytest.raises(LimitExceeded):
+            await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=host())
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(0.3)
+        assert not done.is_set()
+        await nursery.start(executor.run)  # now it ticks, and the call ends
+        await done.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_cancelling_a_call_waits_for_its_deadline(
+    quiet_engine: Engine, wasm: Callable[[str], Wasm]
+) -> None:
+    loop = wasm("loop")
+    executor = Executor(quiet_engine)
+    limits = attrs.evolve(FAST, timeout_ms=250, fuel=10**15)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        start = trio.current_time()
+        with trio.move_on_after(0.02), pytest.raises(LimitExceeded):
+            # Cancelled after 20 ms, the call still ends the only way it can: at its
+            # deadline, and its outcome is delivered before the cancellation takes effect.
+            await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=host())
+        assert trio.current_time() - start >= 0.2
+        nursery.cancel_scope.cancel()
