@@ -7,6 +7,7 @@ Subcommand bodies import what they need when they run, so ``kamictl exec`` stays
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
 
     from kamictl.client import Client
 
-__all__ = ["main"]
+__all__ = ["COMMAND_MODULES", "main"]
+
+#: Modules that add subcommands: each has ``register(add)`` where ``add(name, fn, help)``
+#: creates a subparser (with --json/--no-autostart) and returns it. Keep their top-level
+#: imports light (argparse-level): every kamictl invocation imports them.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -29,13 +35,13 @@ class UsageError(Exception):
     pass
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_for(args: argparse.Namespace) -> Client:
     from kamictl.client import Client
 
     return Client(Paths.from_env(), autostart=not args.no_autostart)
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -74,7 +80,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     with Client(paths, autostart=False) as client:
         status = client.call("daemon.status")
     if args.json:
-        _print_json(status)
+        print_json(status)
     else:
         _render.daemon_status(status)
     return EXIT_OK
@@ -120,7 +126,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     path = Path(args.path).expanduser().resolve()
     params = {"path": str(path), "approve": args.yes, "progress_token": "install"}
-    with _client(args) as client, _render.progress(f"Installing {path.name}") as update:
+    with client_for(args) as client, _render.progress(f"Installing {path.name}") as update:
         try:
             result = client.call("tools.install", params, on_notify=update)
         except KamiError as exc:
@@ -133,7 +139,7 @@ def cmd_install(args: argparse.Namespace) -> int:
                 return EXIT_ERROR
             result = client.call("tools.install", {**params, "approve": True}, on_notify=update)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         _render.installed(result)
     return EXIT_OK
@@ -142,10 +148,10 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from kamictl import _render
 
-    with _client(args) as client:
+    with client_for(args) as client:
         result = client.call("tools.list")
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         _render.tool_list(result["tools"])
     return EXIT_OK
@@ -154,10 +160,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from kamictl import _render
 
-    with _client(args) as client:
+    with client_for(args) as client:
         result = client.call("tools.inspect", {"tool": args.tool})
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         _render.inspect(result)
     return EXIT_OK
@@ -166,7 +172,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from kamictl import _render
 
-    with _client(args) as client:
+    with client_for(args) as client:
         result = client.call("tools.uninstall", {"tool": args.tool})
     _render.note(f"uninstalled {result['id']} {result['version']}")
     return EXIT_OK
@@ -176,9 +182,9 @@ def _exec(args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
     params["input"] = _parse_input(args.input)
     if args.timeout_ms is not None:
         params["timeout_ms"] = args.timeout_ms
-    with _client(args) as client:
+    with client_for(args) as client:
         result = client.call(method, params)
-    _print_json(result if args.json else result["output"])
+    print_json(result if args.json else result["output"])
     return EXIT_OK
 
 
@@ -210,11 +216,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from kamictl import _render
 
-    with _client(args) as client:
+    with client_for(args) as client:
         status = client.call("daemon.status")
         tools = client.call("tools.list")["tools"]
     if args.json:
-        _print_json({"daemon": status, "tools": tools})
+        print_json({"daemon": status, "tools": tools})
     else:
         _render.dashboard(status, tools)
     return EXIT_OK
@@ -268,6 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="tool directory with a [build] section in tool.toml")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
     add("status", cmd_status, "daemon, tools, cache and call counters")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(add)
     return parser
 
 
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             from kamid.protocol import error_to_wire
 
-            _print_json({"error": error_to_wire(exc)})
+            print_json({"error": error_to_wire(exc)})
         sys.stderr.write(f"kamictl: {exc.message}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:

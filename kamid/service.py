@@ -41,6 +41,7 @@ from kamid.protocol import (
     ToolSummary,
     UninstallToolParams,
     UninstallToolResult,
+    grants_from_requests,
     load_manifest,
 )
 from kamid.sandbox import limits_for, with_timeout
@@ -176,7 +177,7 @@ class KamiService:
                 sha256=sha256,
                 size=blob.size,
                 manifest=manifest.to_dict(),
-                grants={"approved": bool(requested), "requested": requested},
+                grants=grants_from_requests(manifest.security).to_dict(),
                 imports=info.imports,
                 source=str(tool_dir),
                 installed_at=time.time(),
@@ -337,5 +338,5 @@ def _summary(record: ToolRecord) -> ToolSummary:
         sha256=record.sha256,
         size=record.size,
         installed_at=record.installed_at,
-        requested=list(record.grants.get("requested", [])),
+        requested=Manifest.from_dict(record.manifest).security.summary(),
     )

@@ -14,6 +14,7 @@ from ._convert import (
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors_all
 from ._framing import DEFAULT_MAX_FRAME, FrameTooLarge, LineBuffer, decode_frame, encode_frame
+from ._grants import FsGrant, Grants, NetGrant, grants_from_requests
 from ._manifest import (
     MANIFEST_NAME,
     Argument,
@@ -42,9 +43,12 @@ __all__ = [
     "Argument",
     "BuildSpec",
     "FrameTooLarge",
+    "FsGrant",
+    "Grants",
     "LineBuffer",
     "Manifest",
     "MethodSpec",
+    "NetGrant",
     "NetRequest",
     "Paths",
     "SecurityRequests",
@@ -52,6 +56,7 @@ __all__ = [
     "converter",
     "decode_frame",
     "encode_frame",
+    "grants_from_requests",
     "load_manifest",
     "make_error",
     "make_notification",
