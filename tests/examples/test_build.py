@@ -30,25 +30,39 @@ TOOL_IDS = ["dev.kami.echo", "dev.kami.hello"]
 
 
 def _copy_tool(src: Path, dst: Path) -> Path:
-    """A private copy of a built tool: sources 200 s old, the component 100 s old.
+    """A private copy of a built tool: sources older than the bundled WIT, the component
+    just newer than it.
 
-    Fixed ages keep the tests independent of when the examples were edited or built, and
-    leave room to make one input newer than the component without going into the future.
+    Times are anchored to the WIT (an input the test cannot backdate, since it lives in the
+    checkout) rather than to the clock, so the outcome does not depend on how long ago the
+    repository was cloned; a fresh clone's WIT can be seconds old.
     """
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.tmp"))
     for path in dst.rglob("*"):
         _set_age(path, 200)
-    _set_age(_wasm(dst), 100)
+    _set_age(_wasm(dst), _WIT_OFFSET_S)
     return dst
+
+
+#: The component sits this far after the WIT's mtime; a touched input goes after that.
+_WIT_OFFSET_S = -0.01
 
 
 def _wasm(tool_dir: Path) -> Path:
     return tool_dir / load_manifest(tool_dir).tool.wasm
 
 
+def _wit_mtime() -> float:
+    return max(p.stat().st_mtime for p in build.bundled_wit_dir().rglob("*.wit"))
+
+
 def _set_age(path: Path, seconds: float) -> None:
-    """Backdates ``path``: inputs and outputs in the past, so a rebuild "now" is newest."""
-    mtime = time.time() - seconds
+    """Dates ``path`` ``seconds`` before the bundled WIT's mtime (negative: after it).
+
+    Everything stays in the past, so a rebuild "now" is newest.
+    """
+    mtime = _wit_mtime() - seconds
+    assert mtime < time.time(), "the WIT was modified a moment ago; rerun"
     os.utime(path, (mtime, mtime))
 
 
@@ -125,7 +139,7 @@ def test_a_newer_input_rebuilds(
     assert build.build_tool(tool).skipped
     (tool / touched).parent.mkdir(exist_ok=True)
     (tool / touched).touch()
-    _set_age(tool / touched, 50)
+    _set_age(tool / touched, 2 * _WIT_OFFSET_S)
 
     result = build.build_tool(tool)
 
@@ -142,7 +156,7 @@ def test_caches_and_outputs_do_not_count_as_inputs(
     for name in ["__pycache__/app.cpython-314.pyc", "node_modules/x/index.js", ".git/HEAD"]:
         (tool / name).parent.mkdir(parents=True, exist_ok=True)
         (tool / name).write_text("x")
-        _set_age(tool / name, 50)
+        _set_age(tool / name, 2 * _WIT_OFFSET_S)
     assert build.build_tool(tool).skipped
     assert fake_toolchain == []
 
