@@ -8,7 +8,7 @@ export KAMI_TOOLCHAIN ?= $(CURDIR)/.toolchain
 # The demo's daemon keeps its state here, away from the user's own kamid.
 DEMO_HOME ?= $(CURDIR)/.kami-demo
 
-.PHONY: demo test lint typecheck pytest bench clean venv
+.PHONY: demo test lint typecheck pytest bench clean venv registry
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test: lint typecheck pytest
+
+# A signed registry of the example tools in registry/build/ (docs/supply-chain.md).
+registry: $(STAMP)
+	KAMI_HOME=$(DEMO_HOME) $(BIN)/python registry/build.py
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

@@ -44,13 +44,27 @@ def progress(title: str) -> Iterator[Callable[[str, Any], None]]:
         yield update
 
 
-def approve(requested: list[str]) -> bool:
-    table = Table(title="This tool requests", show_header=False)
-    for line in requested:
-        kind, _, what = line.partition(": ")
-        table.add_row(kind, what)
-    err.print(table)
+def approve(requested: list[str], capabilities: list[dict[str, Any]] | None = None) -> bool:
+    if capabilities:
+        err.print(capability_table("This tool requests", capabilities))
+    else:
+        table = Table(title="This tool requests", show_header=False)
+        for line in requested:
+            kind, _, what = line.partition(": ")
+            table.add_row(kind, what)
+        err.print(table)
     return Confirm.ask("Grant these capabilities?", console=err, default=False)
+
+
+def capability_table(title: str, capabilities: list[dict[str, Any]]) -> Table:
+    """Requested or granted capabilities, each marked usable or unused by the component."""
+    table = Table("capability", "what", "component", title=title)
+    for cap in capabilities:
+        used = cap.get("used")
+        mark = "[yellow]unused[/yellow]" if used is False else "uses it" if used else ""
+        note = cap.get("note") or ""
+        table.add_row(cap["kind"], cap["detail"], f"{mark}\n{note}".strip())
+    return table
 
 
 def _size(n: int) -> str:
@@ -68,6 +82,8 @@ def installed(result: dict[str, Any]) -> None:
         f"({_size(tool['size'])}, sha256 {tool['sha256'][:12]}, "
         f"compiled in {result['compile_ms'] / 1000:.1f} s)"
     )
+    if result.get("capabilities"):
+        err.print(capability_table("Granted", result["capabilities"]))
 
 
 def tool_list(tools: list[dict[str, Any]]) -> None:
@@ -113,30 +129,7 @@ def daemon_status(status: dict[str, Any]) -> None:
 
 
 def dashboard(status: dict[str, Any], tools: list[dict[str, Any]]) -> None:
-    daemon_status(status)
-    cache = status["cache"]
-    table = Table("tools", "calls served", "failed", "in flight", "connections", title="activity")
-    table.add_row(
-        str(status["tools"]),
-        str(status["calls_served"]),
-        str(status["calls_failed"]),
-        str(status["calls_in_flight"]),
-        str(status["connections"]),
-    )
-    out.print(table)
-    table = Table(
-        "memory hits",
-        "disk hits",
-        "compiles",
-        "evictions",
-        "rejected",
-        "entries",
-        title="component cache",
-    )
-    table.add_row(
-        *(str(cache[k]) for k in ("memory_hits", "disk_hits", "compiles", "evictions", "rejected")),
-        f"{cache['entries']}/{cache['capacity']}",
-    )
-    out.print(table)
-    if tools:
-        tool_list(tools)
+    """The ``kamictl status`` dashboard (kamictl/_dashboard.py)."""
+    from kamictl._dashboard import show
+
+    show(status, tools)

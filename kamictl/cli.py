@@ -26,7 +26,14 @@ __all__ = ["COMMAND_MODULES", "main"]
 #: Modules that add subcommands: each has ``register(add)`` where ``add(name, fn, help)``
 #: creates a subparser (with --json/--no-autostart) and returns it. Keep their top-level
 #: imports light (argparse-level): every kamictl invocation imports them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "kamictl._cmd_security",
+    "kamictl._cmd_service",
+    "kamictl._cmd_mcp",
+    "kamictl._cmd_secret",
+    "kamictl._cmd_registry",
+    "kamictl._cmd_signing",
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -68,6 +75,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from kamictl.client import Client, start_daemon
 
     paths = Paths.from_env()
+    if args.action == "install-service":
+        from kamictl._cmd_service import install_service
+
+        return install_service(args)
     if args.action == "start":
         status = _status_or_none(paths)
         if status is not None:
@@ -109,12 +120,14 @@ def _stop_daemon(paths: Paths, args: argparse.Namespace) -> int:
     except DaemonUnreachable:
         _render.note("kamid is not running")
         return EXIT_OK
-    # The daemon removes its socket as the very last thing it does.
-    deadline = time.monotonic() + (args.grace or 10.0) + 10.0
-    while paths.socket.exists() and time.monotonic() < deadline:
+    # The daemon removes its pid file (and its socket, unless systemd owns the socket) as
+    # the very last thing it does.
+    wait_s = (args.grace or 10.0) + 10.0
+    deadline = time.monotonic() + wait_s
+    while paths.pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    if paths.socket.exists():
-        _render.error(f"kamid did not stop within {deadline:g} s; see {paths.daemon_log}")
+    if paths.pid_file.exists():
+        _render.error(f"kamid did not stop within {wait_s:g} s; see {paths.daemon_log}")
         return EXIT_ERROR
     _render.note(f"kamid stopped ({result.get('in_flight', 0)} call(s) were in flight)")
     return EXIT_OK
@@ -123,10 +136,12 @@ def _stop_daemon(paths: Paths, args: argparse.Namespace) -> int:
 # tools
 def cmd_install(args: argparse.Namespace) -> int:
     from kamictl import _render
+    from kamictl._cmd_registry import install_params, transfer_progress
 
-    path = Path(args.path).expanduser().resolve()
-    params = {"path": str(path), "approve": args.yes, "progress_token": "install"}
-    with client_for(args) as client, _render.progress(f"Installing {path.name}") as update:
+    # A directory, a .kami file or URL, or a registry id[@range] (kamictl/_cmd_registry.py).
+    source, title = install_params(args)
+    params = {**source, "approve": args.yes, "progress_token": "install"}
+    with client_for(args) as client, transfer_progress(f"Installing {title}") as update:
         try:
             result = client.call("tools.install", params, on_notify=update)
         except KamiError as exc:
@@ -134,7 +149,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             if not requested or args.yes or not sys.stdin.isatty():
                 raise
             update("progress", {"message": "waiting for approval"})
-            if not _render.approve(requested):
+            if not _render.approve(requested, exc.data.get("capabilities")):
                 _render.error("not approved; nothing was installed")
                 return EXIT_ERROR
             result = client.call("tools.install", {**params, "approve": True}, on_notify=update)
@@ -173,13 +188,18 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     from kamictl import _render
 
     with client_for(args) as client:
-        result = client.call("tools.uninstall", {"tool": args.tool})
-    _render.note(f"uninstalled {result['id']} {result['version']}")
+        result = client.call("tools.uninstall", {"tool": args.tool, "purge": args.purge})
+    purged = " and deleted its sandbox directory" if result.get("purged") else ""
+    _render.note(f"uninstalled {result['id']} {result['version']}{purged}")
     return EXIT_OK
 
 
 def _exec(args: argparse.Namespace, method: str, params: dict[str, Any]) -> int:
     params["input"] = _parse_input(args.input)
+    if method == "tools.exec":
+        params["caller"] = {"client": "kamictl"}  # for the audit log
+        if getattr(args, "batch", False):
+            params["priority"] = "batch"
     if args.timeout_ms is not None:
         params["timeout_ms"] = args.timeout_ms
     with client_for(args) as client:
@@ -214,19 +234,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from kamictl import _render
+    from kamictl._cmd_service import status
 
-    with client_for(args) as client:
-        status = client.call("daemon.status")
-        tools = client.call("tools.list")["tools"]
-    if args.json:
-        print_json({"daemon": status, "tools": tools})
-    else:
-        _render.dashboard(status, tools)
-    return EXIT_OK
+    return status(args)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from kamictl import _cmd_registry, _cmd_service
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw result"
@@ -252,16 +267,23 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = add("daemon", cmd_daemon, "start, stop or show the daemon")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("action", choices=["start", "stop", "status", "install-service"])
     p.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
-    p = add("install", cmd_install, "install a tool from a directory with tool.toml")
-    p.add_argument("path", help="tool directory (with tool.toml and the built component)")
+    _cmd_service.add_install_service_arguments(p)
+    p = add("install", cmd_install, "install a tool: a directory, .kami file or URL, ID[@RANGE]")
+    p.add_argument(
+        "path", help="tool directory, .kami package (path or URL), or registry id like id@^1.2"
+    )
     p.add_argument("--yes", "-y", action="store_true", help="approve requested capabilities")
+    _cmd_registry.add_install_arguments(p)
     add("list", cmd_list, "list installed tools")
     p = add("inspect", cmd_inspect, "show a tool's manifest, hash, grants and cache state")
     p.add_argument("tool", help="tool id or unique name")
     p = add("uninstall", cmd_uninstall, "remove a tool")
     p.add_argument("tool", help="tool id or unique name")
+    p.add_argument(
+        "--purge", action="store_true", help="also delete its persistent sandbox directory (/data)"
+    )
     for name, fn, target, help_ in (
         ("exec", cmd_exec, "tool", "run an installed tool and print its JSON output"),
         ("run", cmd_run, "file", "run a component file once with deny-all grants"),
@@ -270,10 +292,17 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(target)
         p.add_argument("--input", "-i", default="{}", help="JSON input, @file.json, or - for stdin")
         p.add_argument("--timeout-ms", type=int, help="lower the call's wall-clock deadline")
+        if name == "exec":
+            p.add_argument(
+                "--batch",
+                action="store_true",
+                help="queue behind interactive calls when kamid is busy (scripts, pipelines)",
+            )
     p = add("build", cmd_build, "build a tool's component from source")
     p.add_argument("path", help="tool directory with a [build] section in tool.toml")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    add("status", cmd_status, "daemon, tools, cache and call counters")
+    p = add("status", cmd_status, "dashboard: tools, calls/s, latency, queue, cache")
+    _cmd_service.add_status_arguments(p)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(add)
     return parser

@@ -22,13 +22,16 @@ import cattrs
 import tomlkit
 import tomlkit.exceptions
 
+from kamid.netpolicy import NetLimits
 from kamid.protocol import DEFAULT_MAX_FRAME, InvalidParams
-from kamid.sandbox import Limits
+from kamid.registry import SupplyChainConfig
+from kamid.sandbox import CEILINGS, Limits, check_ceilings
+from kamid.scheduler import SchedulerConfig
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["DaemonConfig", "EngineConfig", "ServerConfig", "load_config"]
+__all__ = ["DaemonConfig", "EngineConfig", "MetricsConfig", "ServerConfig", "load_config"]
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +46,9 @@ class ServerConfig:
     grace_s: float = 10.0
     #: Peers other than the daemon's own uid that may connect.
     allowed_uids: tuple[int, ...] = ()
+    #: Peers whose (primary) gid is one of these may connect too. Operator methods
+    #: (grant, revoke, audit) stay reserved to the daemon's own uid.
+    allowed_gids: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +57,15 @@ class EngineConfig:
     #: Worker threads running wasm; measured: more than the core count does not help.
     workers: int = 2
     tick_ms: int = 10
+    #: Run calls in this many worker processes instead of threads (0: threads).
+    process_workers: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class MetricsConfig:
+    #: ``host:port`` to serve /metrics, /health and /ready on ("": off); the
+    #: ``--metrics-listen`` option overrides it.
+    listen: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -58,9 +73,25 @@ class DaemonConfig:
     server: ServerConfig = attrs.Factory(ServerConfig)
     engine: EngineConfig = attrs.Factory(EngineConfig)
     limits: Limits = attrs.Factory(Limits)
+    #: The most any tool may get, whatever its manifest, approval or grants say.
+    ceilings: Limits = attrs.Factory(lambda: CEILINGS)
+    scheduler: SchedulerConfig = attrs.Factory(SchedulerConfig)
+    metrics: MetricsConfig = attrs.Factory(MetricsConfig)
+    #: Per-call limits of kami:tool/http (docs/network.md).
+    net: NetLimits = attrs.Factory(NetLimits)
+    #: Registries, packages and signatures (docs/supply-chain.md).
+    supply_chain: SupplyChainConfig = attrs.Factory(SupplyChainConfig)
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    # A validator's ValueError says what is wrong ("max_queue must be a number >= 0");
+    # cattrs' default words it as a bare "invalid value".
+    if type(exc) is ValueError and str(exc):
+        return f"invalid value ({exc})"
+    return cattrs.v.format_exception(exc, type_)
 
 
 def load_config(path: Path) -> DaemonConfig:
@@ -76,9 +107,15 @@ def load_config(path: Path) -> DaemonConfig:
         return DaemonConfig()
     try:
         raw: dict[str, Any] = tomlkit.parse(text).unwrap()
-        return _converter.structure(raw, DaemonConfig)
+        if isinstance(raw.get("ceilings"), dict):
+            # Keys left out keep the built-in ceilings, not the (lower) default limits.
+            raw["ceilings"] = {**attrs.asdict(CEILINGS), **raw["ceilings"]}
+        config = _converter.structure(raw, DaemonConfig)
     except tomlkit.exceptions.ParseError as exc:
         raise InvalidParams(f"{path}: not valid TOML: {exc}") from exc
     except cattrs.BaseValidationError as exc:
-        errors = cattrs.transform_error(exc, path=path.name)
+        errors = cattrs.transform_error(exc, path=path.name, format_exception=_describe)
         raise InvalidParams(f"{path}: " + "; ".join(errors), data={"errors": errors}) from exc
+    if problems := check_ceilings(config.limits, config.ceilings):
+        raise InvalidParams(f"{path}: " + "; ".join(problems), data={"errors": problems})
+    return config

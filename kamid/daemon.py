@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
 from typing import IO, TYPE_CHECKING
 
+import attrs
 import trio
 
 from kamid import __version__
@@ -25,6 +26,7 @@ from kamid.config import DaemonConfig, load_config
 from kamid.protocol import MAX_SOCKET_PATH, KamiError, Paths
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 __all__ = ["main", "serve_daemon"]
@@ -59,37 +61,44 @@ def _acquire_lock(paths: Paths) -> IO[str]:
     return lock
 
 
-def _setup_logging(paths: Paths, *, to_stderr: bool, level: str) -> None:
+def _setup_logging(paths: Paths, *, to_stderr: bool, level: str, fmt: str = "human") -> None:
+    from kamid.logs import formatter
+
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     handlers: list[logging.Handler] = [logging.FileHandler(paths.daemon_log, encoding="utf-8")]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+    for handler in handlers:
+        handler.setFormatter(formatter(fmt))
+    logging.basicConfig(level=level.upper(), handlers=handlers, force=True)
 
 
 async def serve_daemon(
     paths: Paths,
     config: DaemonConfig,
     *,
+    overrides: Callable[[DaemonConfig], DaemonConfig] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Opens the store and engine, serves the socket, and returns after a drained stop.
 
     Started means the socket accepts connections. SIGTERM, SIGINT and ``daemon.stop`` all
     stop it the same way: stop accepting, let in-flight calls finish under
-    ``[server].grace_s``, cancel what is left.
+    ``[server].grace_s``, cancel what is left. SIGHUP reloads ``kamid.toml``
+    (kamid/lifecycle.py); ``overrides`` (the command line) applies to every reload.
+    Under systemd it serves the socket passed by socket activation and reports readiness.
     """
     from kamid.dispatch import Dispatcher
     from kamid.engine import Engine, Executor
+    from kamid.lifecycle import Supervisor
+    from kamid.metrics_http import serve_metrics_http
     from kamid.server import Server, bind_unix_socket
     from kamid.service import KamiService
     from kamid.store import Store
+    from kamid.systemd import Notifier, listen_socket
 
+    notifier = Notifier()
+    passed = listen_socket()  # the socket systemd made (socket activation), if any
     store = Store(paths)
     try:
         engine = Engine(
@@ -98,17 +107,44 @@ async def serve_daemon(
             lru_capacity=config.engine.lru_capacity,
             tick_ms=config.engine.tick_ms,
         )
-        executor = Executor(engine, workers=config.engine.workers)
+        executor = Executor(
+            engine,
+            workers=config.engine.workers,
+            process_workers=config.engine.process_workers,
+        )
         service = KamiService(
             paths=paths, config=config, store=store, engine=engine, executor=executor
         )
-        sock = bind_unix_socket(paths.socket)
+        if passed is not None:
+            sock = trio.socket.from_stdlib_socket(passed)
+            if (where := passed.getsockname()) != os.fspath(paths.socket):
+                log.warning(
+                    "systemd passed a socket on %r; clients look for %s", where, paths.socket
+                )
+        else:
+            sock = bind_unix_socket(paths.socket)
         server = Server(sock, Dispatcher(service.handlers()), config.server)
-        service.request_stop = server.stop
+        supervisor = Supervisor(
+            paths=paths,
+            service=service,
+            server=server,
+            notifier=notifier,
+            overrides=overrides or (lambda c: c),
+        )
+        service.request_stop = supervisor.stop
         service.connections = lambda: server.connections
         async with trio.open_nursery() as nursery:
             await nursery.start(executor.run)
-            nursery.start_soon(_stop_on_signals, server)
+            await nursery.start(service.security.run)
+            await nursery.start(supervisor.run)
+            await nursery.start(notifier.run_watchdog)
+            if config.metrics.listen:
+                service.metrics_address = await nursery.start(
+                    serve_metrics_http,
+                    config.metrics.listen,
+                    service.metrics.render,
+                    lambda: not server.draining,
+                )
 
             async def serve_then_cancel(
                 *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -118,26 +154,22 @@ async def serve_daemon(
 
             await nursery.start(serve_then_cancel)
             paths.pid_file.write_text(f"{os.getpid()}\n")
-            log.info("kamid %s serving on %s (pid %d)", __version__, paths.socket, os.getpid())
+            how = " (socket from systemd)" if passed is not None else ""
+            log.info(
+                "kamid %s serving on %s%s (pid %d)", __version__, paths.socket, how, os.getpid()
+            )
+            notifier.ready(f"serving {paths.socket}")
             task_status.started()
     finally:
-        for leftover in (paths.socket, paths.pid_file):
+        # A socket systemd made stays: it queues connections until kamid is back.
+        leftovers = (paths.pid_file,) if passed is not None else (paths.socket, paths.pid_file)
+        for leftover in leftovers:
             leftover.unlink(missing_ok=True)
         store.close()
         log.info("kamid stopped")
 
 
-async def _stop_on_signals(server: object) -> None:
-    from kamid.server import Server
-
-    assert isinstance(server, Server)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            server.stop()
-
-
-def _spawn_detached(paths: Paths, level: str) -> int:
+def _spawn_detached(paths: Paths, level: str, extra: list[str] | None = None) -> int:
     """Starts ``kamid --foreground`` in its own session and waits until it serves."""
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     stderr_path = paths.logs / "kamid.stderr"
@@ -154,6 +186,7 @@ def _spawn_detached(paths: Paths, level: str) -> int:
                 level,
                 "--ready-fd",
                 str(write_fd),
+                *(extra or []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -197,8 +230,30 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-format",
+        default="human",
+        choices=["human", "json"],
+        help="json: one JSON object per line (for journald, Loki, ...)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        type=_listen_address,
+        help="serve /metrics, /health and /ready over HTTP here (overrides [metrics].listen)",
+    )
     parser.add_argument("--version", action="version", version=f"kamid {__version__}")
     return parser.parse_args(argv)
+
+
+def _listen_address(text: str) -> str:
+    from kamid.metrics_http import parse_listen_address
+
+    try:
+        parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,20 +265,31 @@ def main(argv: list[str] | None = None) -> int:
             "which Unix sockets cannot use; set KAMI_HOME to a shorter directory\n"
         )
         return 2
+    passed_on = ["--log-format", args.log_format]
+    if args.metrics_listen:
+        passed_on += ["--metrics-listen", args.metrics_listen]
     if not args.foreground:
-        return _spawn_detached(paths, args.log_level)
+        return _spawn_detached(paths, args.log_level, passed_on)
+
+    def overrides(config: DaemonConfig) -> DaemonConfig:
+        if not args.metrics_listen:
+            return config
+        return attrs.evolve(
+            config, metrics=attrs.evolve(config.metrics, listen=args.metrics_listen)
+        )
+
     try:
-        config = load_config(paths.config_file)
+        config = overrides(load_config(paths.config_file))
         lock = _acquire_lock(paths)
     except (KamiError, AlreadyRunning) as exc:
         sys.stderr.write(f"kamid: {exc}\n")
         return 1
-    _setup_logging(paths, to_stderr=not args.quiet, level=args.log_level)
+    _setup_logging(paths, to_stderr=not args.quiet, level=args.log_level, fmt=args.log_format)
     ready_fd: int | None = args.ready_fd
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_daemon, paths, config)
+            await nursery.start(functools.partial(serve_daemon, overrides=overrides), paths, config)
             if ready_fd is not None:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)

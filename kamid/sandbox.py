@@ -21,13 +21,21 @@ if TYPE_CHECKING:
     from kamid.protocol import SecurityRequests
 
 __all__ = [
+    "CEILINGS",
     "DEFAULTS",
+    "DENY_ALL",
+    "FIXED_LIMITS",
+    "LIMIT_NAMES",
     "GuestOutput",
     "Limits",
     "MiB",
+    "Preopen",
+    "SandboxSpec",
+    "check_ceilings",
     "epoch_ticks",
     "exceeded",
     "limits_for",
+    "raise_limits",
     "with_timeout",
 ]
 
@@ -75,10 +83,79 @@ class Limits:
     table_elements: int = _field(100_000)
     #: Core instances per store (componentize-py needs 12).
     instances: int = _field(100)
+    #: Bytes a tool's persistent sandbox directory (/data) may hold; checked before and
+    #: after each call (see docs/security.md for the granularity).
+    sandbox_bytes: int = _field(64 * MiB)
 
 
 #: The built-in defaults, used when ``kamid.toml`` has no ``[limits]``.
 DEFAULTS = Limits()
+#: Every limit name (the keys of ``[limits]``, ``[ceilings]`` and ``kamictl grant --limit``).
+LIMIT_NAMES: tuple[str, ...] = tuple(a.name for a in attrs.fields(Limits))
+#: The built-in ceilings (``[ceilings]`` in ``kamid.toml``): no manifest, approval or
+#: operator grant takes a tool above these.
+CEILINGS = Limits(
+    fuel=200_000_000_000,
+    timeout_ms=600_000,
+    memory_bytes=4096 * MiB,
+    max_input_bytes=16 * MiB,
+    max_output_bytes=16 * MiB,
+    max_guest_output_bytes=16 * MiB,
+    max_host_calls=1_000_000,
+    table_elements=10_000_000,
+    instances=1_000,
+    sandbox_bytes=16 * 1024 * MiB,
+)
+
+
+def check_ceilings(defaults: Limits, ceilings: Limits) -> list[str]:
+    """Problems with a config whose defaults exceed its ceilings (empty when consistent)."""
+    return [
+        f"[limits].{name} = {getattr(defaults, name)} is above [ceilings].{name} = "
+        f"{getattr(ceilings, name)}; lower the default or raise the ceiling"
+        for name in LIMIT_NAMES
+        if getattr(defaults, name) > getattr(ceilings, name)
+    ]
+
+
+def raise_limits(defaults: Limits, granted: dict[str, int], ceilings: Limits) -> Limits:
+    """``defaults`` with the operator's per-tool limits (``Grants.limits``) applied.
+
+    A granted value replaces the default (up or down) but never passes the ceiling, and
+    unknown names are ignored (a grant stored by a newer kamid).
+    """
+    changes = {
+        name: min(int(value), getattr(ceilings, name))
+        for name, value in granted.items()
+        if name in LIMIT_NAMES and isinstance(value, int) and value > 0
+    }
+    return attrs.evolve(defaults, **changes) if changes else defaults
+
+
+@attrs.frozen(kw_only=True)
+class Preopen:
+    """A host directory a call sees at ``guest`` (read-only unless ``writable``)."""
+
+    host: str
+    guest: str
+    writable: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class SandboxSpec:
+    """The WASI context of one call: directories and environment. Default: nothing at all."""
+
+    preopens: tuple[Preopen, ...] = ()
+    #: (name, value) pairs, exactly what the guest's environment holds.
+    env: tuple[tuple[str, str], ...] = ()
+
+
+#: No files, no environment: what a call gets without grants.
+DENY_ALL = SandboxSpec()
+
+#: Not configurable: the memory limit applies to each memory and the element limit to each
+#: table, so their counts must stay small (componentize-py/-js use 1 and 2).
+FIXED_LIMITS: dict[str, int] = {"memories": 4, "tables": 8}
 
 
 def limits_for(requests: SecurityRequests, defaults: Limits) -> Limits:
@@ -152,6 +229,11 @@ _ADVICE = {
         "needs a table of more than {value} elements; raise [limits].table_elements in kamid.toml"
     ),
     "memories": "declares more than {value} linear memories, which KAMI does not allow",
+    "sandbox_bytes": (
+        "filled its sandbox directory past its {value}-byte quota; its /data is read-only "
+        "until the operator frees space (or runs `kamictl uninstall --purge`) or raises the "
+        "quota with `kamictl grant TOOL --limit sandbox_bytes=N`"
+    ),
     "tables": "declares more than {value} tables, which KAMI does not allow",
 }
 

@@ -7,7 +7,9 @@ in-flight requests under a grace deadline, and only then are they cancelled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import socket as stdsocket
 import struct
@@ -34,11 +36,12 @@ from kamid.protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from kamid.config import ServerConfig
 
-__all__ = ["Dispatcher", "Peer", "RequestContext", "Server", "bind_unix_socket"]
+__all__ = ["Dispatcher", "LineHandler", "Peer", "RequestContext", "Server", "bind_unix_socket"]
 
 log = logging.getLogger("kamid.server")
 
@@ -70,6 +73,44 @@ class RequestContext:
     async def notify(self, method: str, params: Any) -> None:
         """Sends a notification on the requester's connection; a gone peer is ignored."""
         await self._connection.send(make_notification(method, params))
+
+    async def send(self, message: Any) -> None:
+        """Sends one raw JSON-RPC frame (an upgraded connection's own protocol)."""
+        await self._connection.send(message)
+
+    @property
+    def draining(self) -> bool:
+        """The daemon is stopping: new work should be refused."""
+        return self._connection.server.draining
+
+    def upgrade(self, handler: LineHandler) -> None:
+        """Hands this connection to ``handler`` once this request's answer is sent.
+
+        From then on every line the peer sends goes to ``handler.serve`` instead of the
+        JSON-RPC dispatcher, without the idle timeout (a long-lived session waits as long
+        as its peer likes). The peer must wait for the answer before sending such lines.
+        """
+        self._connection.upgrade = handler
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Counts work an upgraded connection does as a request in flight, so a stopping
+        daemon lets it finish within its grace period."""
+        server = self._connection.server
+        server._request_begin()
+        try:
+            yield
+        finally:
+            server._request_done()
+
+
+class LineHandler(Protocol):
+    async def serve(self, lines: trio.MemoryReceiveChannel[bytes], ctx: RequestContext) -> None:
+        """Serves an upgraded connection's lines; the connection closes when it returns.
+
+        Cancelled when the peer disconnects or the daemon stops.
+        """
+        ...
 
 
 class Dispatcher(Protocol):
@@ -138,8 +179,12 @@ class _Connection:
         self._send_lock = trio.Lock()
         self._closed = False
         self._slots = trio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+        #: Set by :meth:`RequestContext.upgrade`; ``_lines`` feeds it once it serves.
+        self.upgrade: LineHandler | None = None
+        self._lines: trio.MemorySendChannel[bytes] | None = None
+        self._nursery: trio.Nursery | None = None
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Any) -> None:
         if self._closed:
             return
         data = encode_frame(message)
@@ -156,11 +201,19 @@ class _Connection:
         config = self.server.config
         buffer = LineBuffer(config.max_frame_bytes)
         farewell: KamiError | None = None
+        # When the frame being received must be complete: the whole frame gets
+        # frame_timeout_s, not each piece of it, so a peer trickling a byte at a time
+        # (slowloris) is dropped as surely as one that stops sending.
+        frame_deadline = math.inf
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             while not self._closed:
                 idle = buffer.pending == 0
                 timeout = config.idle_timeout_s if idle else config.frame_timeout_s
-                with trio.move_on_after(timeout) as scope:
+                if idle and self._lines is not None:
+                    timeout = math.inf  # an upgraded session idles as long as its peer likes
+                deadline = trio.current_time() + timeout if idle else frame_deadline
+                with trio.move_on_at(deadline) as scope:
                     try:
                         data = await self.stream.receive_some(65536)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -182,7 +235,14 @@ class _Connection:
                     # The stream cannot be resynchronised after a cut frame: answer, close.
                     farewell = exc
                     break
+                if lines or not buffer.pending:
+                    frame_deadline = math.inf
+                if buffer.pending and frame_deadline == math.inf:
+                    frame_deadline = trio.current_time() + config.frame_timeout_s
                 for line in lines:
+                    if self._lines is not None:
+                        await self._lines.send(line)
+                        continue
                     await self._slots.acquire()
                     self.in_flight += 1
                     nursery.start_soon(self._serve_line, line)
@@ -196,12 +256,30 @@ class _Connection:
     async def _serve_line(self, line: bytes) -> None:
         try:
             reply = await self.server.answer(line, RequestContext(self))
+            handler = self.upgrade if self._lines is None and reply and "result" in reply else None
+            if handler is not None:
+                # From here on, lines go to the handler (buffered until it starts), even
+                # those that arrive while the answer is still being sent.
+                self._lines, lines = trio.open_memory_channel[bytes](MAX_IN_FLIGHT_PER_CONNECTION)
             if reply is not None:
                 await self.send(reply)
+            if handler is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._serve_upgraded, handler, lines)
         finally:
             self.in_flight -= 1
             self._slots.release()
             self.server._request_done()
+
+    async def _serve_upgraded(
+        self, handler: LineHandler, lines: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        try:
+            await handler.serve(lines, RequestContext(self))
+        except Exception:
+            log.exception("an upgraded connection's handler failed; closing the connection")
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
 
 
 class Server:
@@ -225,6 +303,11 @@ class Server:
         self._stop = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
+        self._allowed_uids = {os.getuid(), *config.allowed_uids}
+
+    def reconfigure(self, config: ServerConfig) -> None:
+        """New limits and timeouts (SIGHUP): for new connections, and the next stop."""
+        self.config = config
         self._allowed_uids = {os.getuid(), *config.allowed_uids}
 
     def stop(self) -> None:
@@ -262,13 +345,14 @@ class Server:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         peer = _peer_credentials(stream.socket)
-        if peer.uid not in self._allowed_uids:
+        if peer.uid not in self._allowed_uids and peer.gid not in self.config.allowed_gids:
             log.warning("refused connection from uid %d (pid %d)", peer.uid, peer.pid)
             await _refuse(
                 stream,
                 PolicyDenied(
                     f"uid {peer.uid} may not use this kamid (it runs as uid {os.getuid()}); "
-                    "add it to [server].allowed_uids in kamid.toml to allow it"
+                    "add it to [server].allowed_uids (or its group to [server].allowed_gids) "
+                    "in kamid.toml to allow it"
                 ),
             )
             return
@@ -287,6 +371,11 @@ class Server:
             await conn.serve()
         finally:
             self.connections -= 1
+
+    def _request_begin(self) -> None:
+        self.in_flight += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
 
     def _request_done(self) -> None:
         self.in_flight -= 1

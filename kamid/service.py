@@ -6,6 +6,7 @@ operations go through :meth:`KamiService._io`, wasm through the executor.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,10 +15,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import trio
 
 from kamid import __version__
-from kamid.hostapi import HostContext
+from kamid.capabilities import component_imports
+from kamid.hostapi import HostContext, NetSession, Network
+from kamid.mcp import McpHub
+from kamid.metrics import DaemonMetrics
 from kamid.protocol import (
     DaemonStatusParams,
     DaemonStatusResult,
@@ -25,6 +30,7 @@ from kamid.protocol import (
     DaemonStopResult,
     ExecToolParams,
     ExecToolResult,
+    Grants,
     InspectToolParams,
     InspectToolResult,
     InstallToolParams,
@@ -36,15 +42,17 @@ from kamid.protocol import (
     ListToolsResult,
     LogLine,
     Manifest,
-    PolicyDenied,
     RunWasmParams,
     ToolSummary,
     UninstallToolParams,
     UninstallToolResult,
-    grants_from_requests,
     load_manifest,
 )
-from kamid.sandbox import limits_for, with_timeout
+from kamid.registry import SupplyService, directory_provenance
+from kamid.sandbox import with_timeout
+from kamid.scheduler import Scheduler
+from kamid.secrets import Secrets
+from kamid.security import Security
 from kamid.store import ToolRecord
 
 if TYPE_CHECKING:
@@ -53,9 +61,11 @@ if TYPE_CHECKING:
     from kamid.config import DaemonConfig
     from kamid.dispatch import Handler
     from kamid.engine import CallOutcome, Engine, Executor
-    from kamid.protocol import Paths
+    from kamid.fsbox import CallPlan
+    from kamid.protocol import CallerInfo, Paths, Priority
+    from kamid.registry import Progress, Provenance
     from kamid.sandbox import Limits
-    from kamid.server import RequestContext
+    from kamid.server import Peer, RequestContext
     from kamid.store import Store
 
 __all__ = ["KamiService"]
@@ -93,17 +103,45 @@ class KamiService:
         # apsw serialises anyway; one thread keeps install transactions strictly ordered.
         self._io_limiter = trio.CapacityLimiter(1)
         self._install_lock = trio.Lock()
+        #: Grants, the audit log and call sandboxes (kamid/security.py).
+        self.security = Security(paths=paths, config=config, store=store, io=self._io)
+        self.security.config_changed = functools.partial(setattr, self, "config")
+        #: MCP sessions, profiles and change events (kamid/mcp).
+        self.mcp = McpHub(self)
+        #: kami:tool/http (kamid/hostapi/_http.py) and the secrets it injects (kamid/secrets.py).
+        self.network = Network(config.net)
+        self.secrets = Secrets(directory=paths.data / "secrets", store=store, io=self._io)
+        #: Admission of calls and the metrics (kamid/scheduler.py, kamid/metrics.py).
+        self.metrics = DaemonMetrics(self)
+        self.scheduler = Scheduler(
+            config.scheduler, workers=executor.concurrency, observer=self.metrics
+        )
+        #: Where --metrics-listen serves, once it does.
+        self.metrics_address: str | None = None
+        #: Registries, packages, signatures and trust (kamid/registry).
+        self.supply = SupplyService(
+            paths=paths,
+            config=lambda: self.config,
+            store=store,
+            io=self._io,
+            install=self.install_component,
+        )
 
     def handlers(self) -> dict[str, Handler]:
         return {
             "daemon.status": self.daemon_status,
             "daemon.stop": self.daemon_stop,
-            "tools.install": self.tools_install,
+            "tools.install": self.security.audit_failures("install", self.tools_install),
             "tools.list": self.tools_list,
             "tools.inspect": self.tools_inspect,
-            "tools.uninstall": self.tools_uninstall,
+            "tools.uninstall": self.security.audit_failures("uninstall", self.tools_uninstall),
             "tools.exec": self.tools_exec,
             "wasm.run": self.wasm_run,
+            "metrics.get": self.metrics.handle_get,
+            **self.security.handlers(),
+            **self.mcp.handlers(),
+            **self.secrets.handlers(),
+            **self.supply.handlers(),
         }
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
@@ -124,7 +162,10 @@ class KamiService:
             calls_failed=self.calls_failed,
             calls_in_flight=self.calls_in_flight,
             connections=self.connections(),
-            cache=self.engine.statistics(),
+            cache=self.executor.statistics(),
+            scheduler=self.scheduler.statistics(),
+            activity=self.metrics.activity(self.scheduler.tool_load()),
+            metrics_address=self.metrics_address,
         )
 
     async def daemon_stop(self, _p: DaemonStopParams, ctx: RequestContext) -> Any:
@@ -134,28 +175,81 @@ class KamiService:
 
     # tools.*
     async def tools_install(self, p: InstallToolParams, ctx: RequestContext) -> Any:
-        async def progress(stage: str, message: str) -> None:
+        async def progress(
+            stage: str, message: str, *, done: int | None = None, total: int | None = None
+        ) -> None:
             if p.progress_token is not None:
-                await ctx.notify(
-                    "progress", {"token": p.progress_token, "stage": stage, "message": message}
-                )
+                params: dict[str, Any] = {
+                    "token": p.progress_token,
+                    "stage": stage,
+                    "message": message,
+                }
+                if done is not None:
+                    params.update(done=done, total=total)
+                await ctx.notify("progress", params)
 
+        if sum(bool(x) for x in (p.path, p.package, p.ref)) != 1:
+            raise InvalidParams("tools.install: give exactly one of path, package and ref")
+        if p.package is not None or p.ref is not None:
+            # A package file or URL, or a registry reference (kamid/registry).
+            return await self.supply.install(p, progress, peer=ctx.peer)
         tool_dir = Path(p.path)
         if not tool_dir.is_absolute():
             raise InvalidParams(f"tools.install: path must be absolute (got {p.path!r})")
         await progress("reading", f"reading {tool_dir / 'tool.toml'}")
         manifest = await self._io(_load_tool_dir, tool_dir)
-        requested = manifest.security.summary()
-        if requested and not p.approve:
-            raise PolicyDenied(
-                f"{manifest.id} requests: {'; '.join(requested)}. Nothing was installed; "
-                "review these and approve with `kamictl install --yes`",
-                data={"requested": requested},
-            )
         wasm_path = (tool_dir / manifest.tool.wasm).resolve()
         build_hint = tool_dir if manifest.build is not None else None
         data = await self._io(_read_component, wasm_path, build_hint)
+        provenance = await self._io(directory_provenance, tool_dir)
+        return await self.install_component(
+            manifest,
+            data,
+            provenance=provenance,
+            approve=p.approve,
+            progress=progress,
+            tool_dir=tool_dir,
+            peer=ctx.peer,
+        )
+
+    async def install_component(
+        self,
+        manifest: Manifest,
+        data: bytes,
+        *,
+        provenance: Provenance,
+        approve: bool,
+        progress: Progress,
+        tool_dir: Path,
+        peer: Peer,
+        grants: Grants | None = None,
+    ) -> InstallToolResult:
+        """The one install path, whatever the tool came from (directory, package, registry).
+
+        Args:
+            manifest: the parsed manifest; ``data``: the component's bytes.
+            provenance: where they came from and what vouches for them (signature).
+            approve: the operator approved the manifest's requests.
+            tool_dir: the directory whose ``assets/`` the tool gets.
+            grants: the grants to install with, decided by the caller (an update within
+                what the operator already granted, or one they consented to); None: the
+                manifest's requests, which then need ``approve``.
+
+        Raises:
+            PolicyDenied: unapproved requests, over the ceilings, or signature policy.
+            IntegrityError: a signature that does not match.
+            InvalidTool: the component does not compile or is not a KAMI tool.
+        """
+        # Refuses a manifest asking for more than the ceilings before anything is stored.
+        raised, requested = self.security.install_requests(manifest)
+        if requested and not approve and grants is None:
+            # Refuse before storing or compiling anything when the imports can be read
+            # from the binary (the approval table needs them); else after the import scan.
+            imports = component_imports(data)
+            if imports is not None:
+                self.security.refuse_unapproved(manifest, requested, raised, imports)
         sha256 = hashlib.sha256(data).hexdigest()
+        signer = await self.supply.vouch(manifest, sha256, provenance)
         async with self._install_lock:
             existing = await self._io(self.store.get, manifest.id)
             await progress("storing", f"storing {len(data) / 1e6:.1f} MB, sha256 {sha256[:12]}")
@@ -165,6 +259,9 @@ class KamiService:
                 await progress("compiling", "compiling to native code (once per component)")
                 report = await self.executor.precompile(sha256, blob.path)
                 info = await self.executor.inspect(sha256, blob.path)
+                if requested and not approve and grants is None:
+                    self.security.refuse_unapproved(manifest, requested, raised, info.imports)
+                assets = await self.security.import_assets(tool_dir)
             except BaseException:
                 if existing is None or existing.sha256 != sha256:
                     await self._io(self.store.discard_blob, sha256)
@@ -177,21 +274,32 @@ class KamiService:
                 sha256=sha256,
                 size=blob.size,
                 manifest=manifest.to_dict(),
-                grants=grants_from_requests(manifest.security).to_dict(),
+                grants=grants.to_dict()
+                if grants is not None
+                else self.security.install_grants(
+                    manifest, raised, existing.grants if existing else None
+                ),
                 imports=info.imports,
-                source=str(tool_dir),
+                source=provenance.source,
                 installed_at=time.time(),
             )
             outcome = await self._io(self.store.install, record)
+            current = record if outcome.changed else existing or record
+            await self.security.installed(current, assets, peer)
+            await self.supply.recorded(current, provenance, signer, manifest=record.manifest)
         if outcome.changed and existing is not None and existing.sha256 != sha256:
             await self._forget_if_unused(existing.sha256)
         log.info("installed %s %s (%s)", record.id, record.version, sha256[:12])
+        if outcome.changed:
+            await self.mcp.tools_changed(record.id, tool_dir)  # list_changed to MCP sessions
         return InstallToolResult(
-            tool=_summary(record if outcome.changed else existing or record),
+            tool=_summary(current),
             changed=outcome.changed,
             replaced=outcome.replaced,
             compile_ms=report.ms,
             cache=self.engine.cache_state(sha256),
+            capabilities=self.security.granted_capabilities(current.grants, info.imports),
+            signer=signer,
         )
 
     async def tools_list(self, _p: ListToolsParams, _ctx: RequestContext) -> Any:
@@ -209,34 +317,59 @@ class KamiService:
             imports=record.imports,
             cache=self.engine.cache_state(record.sha256),
             blob_path=str(self.store.blob_path(record.sha256)),
+            limits=attrs.asdict(
+                self.security.limits_for(manifest, Grants.from_dict(record.grants))
+            ),
         )
 
-    async def tools_uninstall(self, p: UninstallToolParams, _ctx: RequestContext) -> Any:
+    async def tools_uninstall(self, p: UninstallToolParams, ctx: RequestContext) -> Any:
         async with self._install_lock:
             record = await self._io(self.store.resolve, p.tool)
             await self._io(self.store.uninstall, record.id)
+            purged = await self.security.uninstalled(record, purge=p.purge, peer=ctx.peer)
+            await self.secrets.forget(record.id)
         await self._forget_if_unused(record.sha256)
         log.info("uninstalled %s %s", record.id, record.version)
-        return UninstallToolResult(id=record.id, version=record.version)
+        await self.mcp.tools_changed(record.id)  # list_changed to MCP sessions
+        return UninstallToolResult(id=record.id, version=record.version, purged=purged)
 
     async def _forget_if_unused(self, sha256: str) -> None:
         records = await self._io(self.store.list)
         if all(r.sha256 != sha256 for r in records):
-            await self._io(self.engine.forget, sha256)
+            await self._io(self.executor.forget, sha256)
 
-    async def tools_exec(self, p: ExecToolParams, _ctx: RequestContext) -> Any:
+    async def tools_exec(self, p: ExecToolParams, ctx: RequestContext) -> Any:
         record = await self._io(self.store.resolve, p.tool)
+        await self.supply.check_exec(record)  # [supply_chain].require_signatures
         manifest = Manifest.from_dict(record.manifest)
-        limits = with_timeout(limits_for(manifest.security, self.config.limits), p.timeout_ms)
-        if self.engine.cache_state(record.sha256) == "none":
+        grants = Grants.from_dict(record.grants)
+        limits = with_timeout(self.security.limits_for(manifest, grants), p.timeout_ms)
+        if self.executor.cache_state(record.sha256) == "none":
             # About to compile from the blob: make sure it is what was installed.
             await self._io(self.store.verify_blob, record.sha256)
         wasm_path = self.store.blob_path(record.sha256)
+        plan = await self.security.plan_call(record, grants, limits, ctx.peer)
         return await self._call(
-            record.id, record.version, record.sha256, wasm_path, p.input, limits
+            record.id,
+            record.version,
+            record.sha256,
+            wasm_path,
+            p.input,
+            limits,
+            plan=plan,
+            peer=ctx.peer,
+            caller=p.caller,
+            priority=p.priority,
+            net=self.network.session(
+                tool_id=record.id,
+                grants=grants,
+                secrets=manifest.security.secrets,
+                values=self.secrets.values(record.id),
+                timeout_ms=limits.timeout_ms,
+            ),
         )
 
-    async def wasm_run(self, p: RunWasmParams, _ctx: RequestContext) -> Any:
+    async def wasm_run(self, p: RunWasmParams, ctx: RequestContext) -> Any:
         path = Path(p.path)
         if not path.is_absolute():
             raise InvalidParams(f"wasm.run: path must be absolute (got {p.path!r})")
@@ -244,24 +377,63 @@ class KamiService:
         sha256 = hashlib.sha256(data).hexdigest()
         await self.executor.inspect(sha256, path)
         limits = with_timeout(self.config.limits, p.timeout_ms)
-        return await self._call(path.name, "", sha256, path, p.input, limits)
+        return await self._call(
+            path.name, "", sha256, path, p.input, limits, peer=ctx.peer, action="run"
+        )
 
     async def _call(
-        self, tool_id: str, version: str, sha256: str, wasm_path: Path, value: Any, limits: Limits
+        self,
+        tool_id: str,
+        version: str,
+        sha256: str,
+        wasm_path: Path,
+        value: Any,
+        limits: Limits,
+        *,
+        plan: CallPlan | None = None,
+        peer: Peer | None = None,
+        caller: CallerInfo | None = None,
+        action: str = "exec",
+        net: NetSession | None = None,
+        priority: Priority = "interactive",
     ) -> ExecToolResult:
-        host = HostContext(tool_id=tool_id)
+        host = HostContext(tool_id=tool_id, net=net)
+        for note in plan.notes if plan else ():
+            host.log("warn", note)
+        text = json.dumps(value)
+        audit = functools.partial(
+            self.security.audit.record_call,
+            action=action,
+            tool=tool_id,
+            version=version,
+            sha256=sha256,
+            peer=peer,
+            caller=caller,
+            input_text=text,
+            host=host,
+        )
         self.calls_in_flight += 1
         try:
-            outcome: CallOutcome = await self.executor.call(
-                sha256, wasm_path, json.dumps(value), limits=limits, host=host
-            )
+            async with self.scheduler.admit(tool_id, priority=priority) as ticket:
+                outcome: CallOutcome = await self.executor.call(
+                    sha256,
+                    wasm_path,
+                    text,
+                    limits=limits,
+                    host=host,
+                    sandbox=plan.sandbox if plan else None,
+                )
+                ticket.usage = outcome.usage
+            await self.security.check_after(tool_id, plan, outcome.usage)
         except KamiError as exc:
             self.calls_failed += 1
+            audit(usage=None, error=exc)
             await self._write_tool_log(tool_id, host.logs, error=exc.message)
             raise
         finally:
             self.calls_in_flight -= 1
         self.calls_served += 1
+        audit(usage=outcome.usage)
         if outcome.logs:
             await self._write_tool_log(tool_id, outcome.logs)
         return ExecToolResult(

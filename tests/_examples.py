@@ -36,7 +36,12 @@ __all__ = ["EXAMPLES", "REPO", "build_examples", "built_examples", "toolchain"]
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 #: Example directory name -> tool id.
-EXAMPLE_IDS = {"echo": "dev.kami.echo", "hello": "dev.kami.hello"}
+EXAMPLE_IDS = {
+    "echo": "dev.kami.echo",
+    "hello": "dev.kami.hello",
+    "http-fetch": "dev.kami.http-fetch",
+    "github-repo": "dev.kami.github-repo",
+}
 
 _IGNORE = shutil.ignore_patterns("build", "__pycache__", "node_modules", "*.wasm", ".*")
 _built: dict[str, Path] | None = None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-pytest_plugins = ["tests._examples"]
+pytest_plugins = ["tests._examples", "tests.net._daemon"]
 
 
 def short_tempdir(prefix: str = "k") -> Path:

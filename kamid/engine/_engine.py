@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from kamid.sandbox import exceeded
+from kamid.sandbox import DENY_ALL, exceeded
 
 from ._cache import ComponentCache
 from ._outcome import utf8_len
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from kamid.hostapi import HostContext
     from kamid.protocol import CacheStatistics
-    from kamid.sandbox import Limits
+    from kamid.sandbox import Limits, SandboxSpec
 
     from ._cache import AotIndex, CompileReport
     from ._component import ComponentInfo
@@ -39,6 +39,10 @@ class Engine:
         self, *, aot_dir: Path, aot_index: AotIndex, lru_capacity: int = 32, tick_ms: int = 10
     ) -> None:
         self._runtime = Runtime(tick_ms=tick_ms)
+        # Kept so that worker processes can build engines like this one.
+        self.aot_dir = aot_dir
+        self.aot_index = aot_index
+        self.lru_capacity = lru_capacity
         self._cache = ComponentCache(
             self._runtime.compiler,
             aot_dir=aot_dir,
@@ -81,9 +85,19 @@ class Engine:
         return self._cache.ensure_on_disk(sha256, wasm_path)
 
     def call(
-        self, sha256: str, wasm_path: Path, input: str, *, limits: Limits, host: HostContext
+        self,
+        sha256: str,
+        wasm_path: Path,
+        input: str,
+        *,
+        limits: Limits,
+        host: HostContext,
+        sandbox: SandboxSpec = DENY_ALL,
     ) -> CallOutcome:
         """Runs the tool's ``run`` once, on a fresh instance, under ``limits``.
+
+        ``sandbox`` is the call's WASI context: the directories it sees (each read-only
+        unless marked writable) and its environment; by default nothing.
 
         Every error raised once the guest has started carries ``data.usage``.
 
@@ -101,7 +115,7 @@ class Engine:
         if size > limits.max_input_bytes:
             raise exceeded(host.tool_id, "input_bytes", limits.max_input_bytes)
         loaded, _ = self._cache.get(sha256, wasm_path)
-        return self._runtime.run(loaded, input, limits, host)
+        return self._runtime.run(loaded, input, limits, host, sandbox)
 
     def tick(self) -> None:
         """Advances the epoch: one tick off every running call's deadline."""

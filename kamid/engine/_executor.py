@@ -1,17 +1,20 @@
-"""Running the engine from trio: calls in worker threads, and the epoch ticker."""
+"""Running the engine from trio: calls in worker threads or processes, and the epoch ticker."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from kamid.hostapi import HostContext
-    from kamid.sandbox import Limits
+    from kamid.protocol import CacheStatistics
+    from kamid.sandbox import Limits, SandboxSpec
 
     from ._cache import CompileReport
     from ._component import ComponentInfo
@@ -29,13 +32,31 @@ class Executor:
 
     Args:
         engine: the engine to drive.
-        workers: calls running at once; more wait their turn. Measured on 2 cores: more
-            threads than cores gives fewer calls per second, not more.
+        workers: calls running at once in threads; more wait their turn. Measured on 2
+            cores: more threads than cores gives fewer calls per second, not more.
+        process_workers: when above 0, calls run in this many worker processes instead
+            of threads (``[engine] process_workers``); compiling stays in this process.
     """
 
-    def __init__(self, engine: Engine, *, workers: int = 2) -> None:
+    def __init__(self, engine: Engine, *, workers: int = 2, process_workers: int = 0) -> None:
+        from ._procpool import ProcessPool
+
         self.engine = engine
-        self._calls = trio.CapacityLimiter(workers)
+        self.pool: ProcessPool | None = None
+        if process_workers > 0:
+            self.pool = ProcessPool(
+                process_workers,
+                aot_dir=engine.aot_dir,
+                aot_index=engine.aot_index,
+                lru_capacity=engine.lru_capacity,
+                tick_ms=engine.tick_ms,
+            )
+        #: Calls that can run at once.
+        self.concurrency = process_workers if self.pool is not None else workers
+        self._calls = trio.CapacityLimiter(self.concurrency)
+        # Calls in progress; the epoch only needs to tick while there are some.
+        self._active = 0
+        self._wake = trio.Event()
         # Compiling takes seconds and uses every core; one at a time, and apart from
         # calls so an install never holds a call slot hostage.
         self._compiles = trio.CapacityLimiter(1)
@@ -45,18 +66,66 @@ class Executor:
 
         Started (for ``nursery.start``) as soon as it ticks. Running calls count their
         deadlines in these ticks, so it must run for as long as calls can; cancelling it
-        only stops the ticking.
+        only stops the ticking. It sleeps while no call is in progress: an idle daemon
+        does not wake up every ``tick_ms``. With worker processes, it also owns the pool
+        (each worker ticks its own engine); cancelling it closes the workers.
         """
         interval = self.engine.tick_ms / 1000
-        task_status.started()
-        while True:
-            await trio.sleep(interval)
-            self.engine.tick()
+        async with trio.open_nursery() as nursery:
+            if self.pool is not None:
+                await nursery.start(self.pool.run)
+            task_status.started()
+            while True:
+                if not self._active:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                await trio.sleep(interval)
+                self.engine.tick()
+
+    @contextlib.contextmanager
+    def _in_progress(self) -> Iterator[None]:
+        self._active += 1
+        self._wake.set()
+        try:
+            yield
+        finally:
+            self._active -= 1
+
+    def cache_state(self, sha256: str) -> Literal["memory", "disk", "none"]:
+        """Where a call would find the component: :meth:`Engine.cache_state`, and with
+        worker processes also ``memory`` once a worker has loaded it (no file or database
+        lookup on the hot path)."""
+        if self.pool is not None and sha256 in self.pool.warm:
+            return "memory"
+        return self.engine.cache_state(sha256)
+
+    def forget(self, sha256: str) -> None:
+        """:meth:`Engine.forget` (blocking: run it in a thread)."""
+        if self.pool is not None:
+            self.pool.warm.discard(sha256)
+        self.engine.forget(sha256)
+
+    def statistics(self) -> CacheStatistics:
+        """The component cache counters of this process and of every worker process."""
+        own = self.engine.statistics()
+        if self.pool is None:
+            return own
+        from ._procpool import add_statistics
+
+        return add_statistics(own, self.pool.statistics())
 
     async def call(
-        self, sha256: str, wasm_path: Path, input: str, *, limits: Limits, host: HostContext
+        self,
+        sha256: str,
+        wasm_path: Path,
+        input: str,
+        *,
+        limits: Limits,
+        host: HostContext,
+        sandbox: SandboxSpec | None = None,
     ) -> CallOutcome:
-        """:meth:`Engine.call` in a worker thread.
+        """:meth:`Engine.call` in a worker thread, or a worker process if configured.
 
         Cancellation waits for the call to end rather than abandoning a thread that is
         still running wasm; the wait is bounded by the call's own deadline,
@@ -67,10 +136,19 @@ class Executor:
         Raises:
             KamiError: as :meth:`Engine.call` does.
         """
+        if self.pool is not None:
+            async with self._calls:
+                with self._in_progress():  # a host function may run a call in this process
+                    return await self.pool.call(
+                        sha256, wasm_path, input, limits=limits, host=host, sandbox=sandbox
+                    )
         fn = functools.partial(self.engine.call, limits=limits, host=host)
-        return await trio.to_thread.run_sync(
-            fn, sha256, wasm_path, input, limiter=self._calls, abandon_on_cancel=False
-        )
+        if sandbox is not None:
+            fn = functools.partial(fn, sandbox=sandbox)
+        with self._in_progress():
+            return await trio.to_thread.run_sync(
+                fn, sha256, wasm_path, input, limiter=self._calls, abandon_on_cancel=False
+            )
 
     async def precompile(self, sha256: str, wasm_path: Path) -> CompileReport:
         """:meth:`Engine.precompile` in a worker thread; cancellation waits for it.

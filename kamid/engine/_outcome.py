@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kamid.protocol import InternalError, InvalidTool, KamiError, LogLine, ToolFailed, Usage
-from kamid.sandbox import exceeded
+from kamid.sandbox import FIXED_LIMITS, exceeded
 
 if TYPE_CHECKING:
     from kamid.hostapi import HostContext
@@ -118,7 +118,8 @@ def failure(
     for pattern, limit in _RESOURCE_LIMITS:
         if match := pattern.search(cause):
             detail = f"it starts with {int(match[1]) / 16:g} MiB" if match.groups() else ""
-            return exceeded(tool, limit, getattr(limits, limit, 0), detail=detail, data=data)
+            value = getattr(limits, limit, FIXED_LIMITS.get(limit, 0))
+            return exceeded(tool, limit, value, detail=detail, data=data)
     if not linked and "matching implementation was not found" in cause:
         return InvalidTool(f"{tool} cannot be linked: {cause}", data=data)
     if exit_code is not None:

@@ -23,8 +23,8 @@ import wasmtime
 from wasmtime import component as wc
 
 from kamid.hostapi import HostError, HttpRequest
-from kamid.protocol import InvalidTool, Usage
-from kamid.sandbox import GuestOutput, epoch_ticks
+from kamid.protocol import InternalError, InvalidTool, Usage
+from kamid.sandbox import DENY_ALL, FIXED_LIMITS, GuestOutput, epoch_ticks
 
 from ._component import (
     KAMI_IMPORTS,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from kamid.hostapi import HostContext, HttpResponse
-    from kamid.sandbox import Limits
+    from kamid.sandbox import Limits, SandboxSpec
 
 __all__ = ["WASMTIME_VERSION", "Loaded", "Runtime", "wat2wasm"]
 
@@ -52,10 +52,10 @@ _SETTINGS: dict[str, Any] = {
     "epoch_interruption": True,
     "cranelift_opt_level": "speed",
 }
-# Not configurable: the memory limit applies to each memory and the element limit to
-# each table, so their counts must stay small (componentize-py/-js use 1 and 2).
-_MAX_MEMORIES = 4
-_MAX_TABLES = 8
+# Not configurable (see FIXED_LIMITS): the memory limit applies to each memory and the
+# element limit to each table, so their counts must stay small.
+_MAX_MEMORIES = FIXED_LIMITS["memories"]
+_MAX_TABLES = FIXED_LIMITS["tables"]
 
 
 def _always_tagged(_self: object) -> bool:
@@ -112,7 +112,14 @@ class Runtime:
     def tick(self) -> None:
         self._engine.increment_epoch()
 
-    def run(self, loaded: Loaded, input: str, limits: Limits, host: HostContext) -> CallOutcome:
+    def run(
+        self,
+        loaded: Loaded,
+        input: str,
+        limits: Limits,
+        host: HostContext,
+        sandbox: SandboxSpec = DENY_ALL,
+    ) -> CallOutcome:
         """Instantiates ``loaded`` on a fresh store and calls ``run(input)``.
 
         Raises:
@@ -120,6 +127,7 @@ class Runtime:
         """
         state = CallState(host, limits.max_host_calls)
         output = GuestOutput(host, limits.max_guest_output_bytes)
+        wasi = _wasi_config(sandbox, output)
         store = wasmtime.Store(self._engine)
         store.set_fuel(limits.fuel)
         store.set_epoch_deadline(epoch_ticks(limits.timeout_ms, self.tick_ms))
@@ -130,13 +138,11 @@ class Runtime:
             tables=_MAX_TABLES,
             memories=_MAX_MEMORIES,
         )
-        wasi = wasmtime.WasiConfig()  # no args, env, preopens; stdio captured, not inherited
-        wasi.stdout_custom = output.stdout
-        wasi.stderr_custom = output.stderr
         store.set_wasi(wasi)
         outer = getattr(_current, "state", None)  # a tool invoking another tool nests
         _current.state = state
         started = time.perf_counter()
+        host.start_clock()  # host calls (http) count the call's deadline from here too
         result: Any = None
         error: wasmtime.WasmtimeError | None = None
         linked = False
@@ -172,6 +178,31 @@ class Runtime:
         assert isinstance(result, wc.Variant)
         assert isinstance(result.payload, str)
         return finish(result.tag, result.payload, usage=usage, limits=limits, host=host)
+
+
+def _wasi_config(sandbox: SandboxSpec, output: GuestOutput) -> wasmtime.WasiConfig:
+    """No args, stdio captured (never inherited), and only the sandbox's env and preopens.
+
+    Raises:
+        InternalError: a preopen cannot be opened (the caller checked it exists).
+    """
+    wasi = wasmtime.WasiConfig()
+    wasi.stdout_custom = output.stdout
+    wasi.stderr_custom = output.stderr
+    if sandbox.env:
+        wasi.env = [list(pair) for pair in sandbox.env]
+    for preopen in sandbox.preopens:
+        # fs_mutable=False gives the guest read-only directory and file permissions:
+        # creating, writing, renaming, linking and deleting all fail inside it.
+        try:
+            wasi.preopen_dir(preopen.host, preopen.guest, preopen.writable)
+        except wasmtime.WasmtimeError as exc:
+            raise InternalError(
+                f"cannot mount {preopen.host} at {preopen.guest}: {exc}; check that the "
+                "directory exists and kamid's user can open it",
+                data={"host": preopen.host, "guest": preopen.guest},
+            ) from exc
+    return wasi
 
 
 # Host functions. The guest thread that calls one is inside Runtime.run, which put the

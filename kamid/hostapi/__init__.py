@@ -8,6 +8,7 @@ from ._context import (
     HttpRequest,
     HttpResponse,
 )
+from ._http import NetSession, Network, Redactor, system_resolver
 
 __all__ = [
     "DEFAULT_MAX_LINE_CHARS",
@@ -16,4 +17,8 @@ __all__ = [
     "HostError",
     "HttpRequest",
     "HttpResponse",
+    "NetSession",
+    "Network",
+    "Redactor",
+    "system_resolver",
 ]

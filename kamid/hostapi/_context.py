@@ -9,10 +9,14 @@ an answer the tool can handle, not a crash.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from kamid.protocol import LogLine
+
+if TYPE_CHECKING:
+    from ._http import NetSession
 
 __all__ = [
     "DEFAULT_MAX_LINE_CHARS",
@@ -88,6 +92,7 @@ class HostContext:
         tool_id: str,
         max_log_lines: int = DEFAULT_MAX_LOG_LINES,
         max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+        net: NetSession | None = None,
     ) -> None:
         self.tool_id = tool_id
         self.max_log_lines = max_log_lines
@@ -99,6 +104,22 @@ class HostContext:
         #: Calls the guest made into any kami:tool interface (the engine counts them).
         self.host_calls = 0
         self._lock = threading.Lock()
+        #: The call's network (None: no net grant); see kamid/hostapi/_http.py.
+        self.net = net
+        #: One entry per HTTP request attempt: hosts contacted and denied, for the audit log.
+        self.net_log: list[dict[str, Any]] = net.log if net is not None else []
+        if net is not None:
+            net.on_note = lambda message: self.log("warn", message)
+
+    @property
+    def hosts(self) -> list[dict[str, Any]]:
+        """:attr:`net_log`, under the name the audit writer reads (kamid/audit.py)."""
+        return self.net_log
+
+    def start_clock(self) -> None:
+        """Called by the engine when the guest starts: deadlines of host calls count from now."""
+        if self.net is not None:
+            self.net.start_clock()
 
     # kami:tool/host
     def log(self, level: str, message: str) -> None:
@@ -130,11 +151,14 @@ class HostContext:
 
     # kami:tool/http
     def http_fetch(self, request: HttpRequest) -> HttpResponse:
-        """``http.fetch``.
+        """``http.fetch``: the daemon does the request under the tool's network policy.
 
         Raises:
-            HostError: ``not-granted`` until network grants are implemented.
+            HostError: ``not-granted`` without any net grant; otherwise as
+                :meth:`NetSession.fetch <kamid.hostapi._http.NetSession.fetch>`.
         """
+        if self.net is not None:
+            return self.net.fetch(request)
         raise HostError(
             "not-granted",
             f"{self.tool_id} has no network grant; the operator can grant one with "

@@ -33,6 +33,10 @@ def decode_frame(line: bytes) -> Any:
         raise ParseError(
             f"request is not valid JSON: {exc}; send one JSON object per line"
         ) from exc
+    except RecursionError as exc:
+        raise ParseError(
+            "request nests arrays or objects too deeply to parse; flatten it"
+        ) from exc
 
 
 class LineBuffer:

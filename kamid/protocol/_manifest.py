@@ -25,6 +25,12 @@ Layout::
     max_fuel = 2_000_000_000
     timeout_ms = 5_000
 
+    [[security.secrets]]          # injected by the daemon; the tool never sees the value
+    name = "API_TOKEN"
+    hosts = ["api.example.com"]
+    header = "Authorization"
+    format = "Bearer {secret:API_TOKEN}"
+
     [build]
     language = "python"           # "python" (componentize-py) | "javascript" (componentize-js)
     source = "app.py"
@@ -43,6 +49,11 @@ import tomlkit
 import tomlkit.exceptions
 
 from ._errors import InvalidTool
+from ._netrules import parse_host_rule
+from ._prompts import PromptSpec, check_prompt_names
+
+# Imported at run time: cattrs resolves this annotation when it builds the classes.
+from ._secrets import SecretRequest  # noqa: TC001
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -117,6 +128,14 @@ class Argument:
 @attrs.frozen(kw_only=True)
 class NetRequest:
     host: str = attrs.field(validator=_nonempty)
+
+    @host.validator
+    def _check_host(self, attr: attrs.Attribute[Any], value: str) -> None:
+        try:
+            parse_host_rule(value)
+        except ValueError as exc:
+            raise _invalid(attr, str(exc)) from None
+
     methods: tuple[str, ...] = attrs.field(default=("GET", "HEAD"))
 
     @methods.validator
@@ -134,6 +153,14 @@ class SecurityRequests:
     max_memory_mb: int | None = attrs.field(default=None, validator=_positive)
     max_fuel: int | None = attrs.field(default=None, validator=_positive)
     timeout_ms: int | None = attrs.field(default=None, validator=_positive)
+    #: ``[[security.secrets]]``: secrets the daemon injects into requests (docs/network.md).
+    secrets: tuple[SecretRequest, ...] = attrs.field(default=())
+
+    @secrets.validator
+    def _check_secrets(self, attr: attrs.Attribute[Any], value: tuple[SecretRequest, ...]) -> None:
+        names = [s.name for s in value]
+        if len(set(names)) != len(names):
+            raise _invalid(attr, f"declares a secret name twice ({sorted(names)})")
 
     def summary(self) -> list[str]:
         """Human-readable lines, one per requested capability (empty: asks for nothing)."""
@@ -141,6 +168,9 @@ class SecurityRequests:
         if self.fs != "none":
             lines.append(f"filesystem: {self.fs}")
         lines.extend(f"environment: {name}" for name in self.env)
+        lines.extend(
+            f"secret: {s.name} sent as {s.header} to {', '.join(s.hosts)}" for s in self.secrets
+        )
         return lines
 
 
@@ -161,6 +191,8 @@ class Manifest:
     output_schema: dict[str, Any] | None = None
     security: SecurityRequests = attrs.Factory(SecurityRequests)
     build: BuildSpec | None = None
+    #: ``[prompts.<name>]``: prompts served to MCP agents (kamid/protocol/_prompts.py).
+    prompts: dict[str, PromptSpec] | None = attrs.field(default=None, validator=check_prompt_names)
 
     @property
     def id(self) -> str:
@@ -277,7 +309,9 @@ def _describe(raw: dict[str, Any], line: str) -> str:
     return f"{key} {message}{got}"
 
 
-_TABLES = frozenset({"tool", "arguments", "security", "build", "input_schema", "output_schema"})
+_TABLES = frozenset(
+    {"tool", "arguments", "security", "build", "input_schema", "output_schema", "prompts"}
+)
 
 
 def parse_manifest(text: str, *, source: str = MANIFEST_NAME) -> Manifest:

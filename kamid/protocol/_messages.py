@@ -10,8 +10,14 @@ from typing import Any, Literal
 
 import attrs
 
+# Imported at run time: cattrs resolves these annotations when it builds the classes.
+from ._metrics import ActivityStatistics, Priority, SchedulerStatistics  # noqa: TC001
+from ._registry import SignerInfo  # noqa: TC001
+from ._security import Capability  # noqa: TC001
+
 __all__ = [
     "CacheStatistics",
+    "CallerInfo",
     "DaemonStatusParams",
     "DaemonStatusResult",
     "DaemonStopParams",
@@ -73,6 +79,11 @@ class DaemonStatusResult:
     calls_in_flight: int
     connections: int
     cache: CacheStatistics
+    scheduler: SchedulerStatistics | None = None
+    #: Calls/s and latency percentiles over the last minute, in total and per tool.
+    activity: ActivityStatistics | None = None
+    #: ``host:port`` of the HTTP metrics endpoint (``kamid --metrics-listen``), if any.
+    metrics_address: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +106,9 @@ class ProgressParams:
     token: str
     stage: str
     message: str
+    #: Bytes done and expected, for downloads (``total`` None: unknown).
+    done: int | None = None
+    total: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -112,8 +126,17 @@ class ToolSummary:
 
 @attrs.frozen(kw_only=True)
 class InstallToolParams:
-    #: A directory with a ``tool.toml`` (absolute, on the daemon's host).
-    path: str
+    #: A directory with a ``tool.toml`` (absolute, on the daemon's host). Or give one of
+    #: ``package`` and ``ref`` instead (docs/supply-chain.md).
+    path: str = ""
+    #: A packaged tool (``.kami``): an absolute path, or an https/http/file URL.
+    package: str | None = None
+    #: A registry reference: ``dev.kami.echo`` or ``dev.kami.echo@^1.2`` (a semver range).
+    ref: str | None = None
+    #: With ``ref``: look only in this registry.
+    registry: str | None = None
+    #: With ``package`` or ``ref``: allow installing a lower version than the installed one.
+    allow_downgrade: bool = False
     #: The operator approves the capabilities the manifest requests (``--yes``).
     approve: bool = False
     #: Send ``progress`` notifications tagged with this token while installing.
@@ -129,6 +152,10 @@ class InstallToolResult:
     replaced: str | None = None
     compile_ms: float = 0.0
     cache: CacheState = "none"
+    #: What the tool may do now: its approved requests, each marked used or unused.
+    capabilities: list[Capability] = attrs.Factory(list)
+    #: Who signed it (the signature was verified); None when it is unsigned.
+    signer: SignerInfo | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -155,17 +182,23 @@ class InspectToolResult:
     imports: list[str]
     cache: CacheState
     blob_path: str
+    #: The limits its calls run under (daemon defaults, operator grants, manifest).
+    limits: dict[str, int] = attrs.Factory(dict)
 
 
 @attrs.frozen(kw_only=True)
 class UninstallToolParams:
     tool: str
+    #: Also delete the tool's persistent sandbox directory (its /data).
+    purge: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class UninstallToolResult:
     id: str
     version: str
+    #: True when its sandbox directory was deleted.
+    purged: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -186,6 +219,16 @@ class LogLine:
 
 
 @attrs.frozen(kw_only=True)
+class CallerInfo:
+    """Who is calling, as the client says (recorded in the audit log, not trusted)."""
+
+    #: The client program, e.g. ``kamictl`` or the MCP client's name.
+    client: str | None = None
+    #: The MCP profile the call came through.
+    profile: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class ExecToolParams:
     #: Tool id (``dev.kami.echo``) or its unique short name (``echo``).
     tool: str
@@ -193,6 +236,10 @@ class ExecToolParams:
     input: Any
     #: Lower the wall-clock deadline for this call; never raises it.
     timeout_ms: int | None = None
+    #: ``interactive`` calls are admitted ahead of ``batch`` ones (pipelines, benchmarks).
+    priority: Priority = "interactive"
+    #: For the audit log: the client and profile the call came through.
+    caller: CallerInfo | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -5,7 +5,24 @@ imports apsw.
 """
 
 from ._blobs import BlobRef
+from ._mcp import McpTables, ProfileRow
 from ._records import InstallOutcome, ToolRecord, ToolVersion
+from ._security import AuditRow, SecurityTables
 from ._store import Store
+from ._supply import KeyRow, OriginRow, RegistryRow, SupplyTables
 
-__all__ = ["BlobRef", "InstallOutcome", "Store", "ToolRecord", "ToolVersion"]
+__all__ = [
+    "AuditRow",
+    "BlobRef",
+    "InstallOutcome",
+    "KeyRow",
+    "McpTables",
+    "OriginRow",
+    "ProfileRow",
+    "RegistryRow",
+    "SecurityTables",
+    "Store",
+    "SupplyTables",
+    "ToolRecord",
+    "ToolVersion",
+]

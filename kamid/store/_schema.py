@@ -9,6 +9,10 @@ new steps.
 
 from __future__ import annotations
 
+from ._mcp import MIGRATION as MCP_MIGRATION
+from ._security import MIGRATION as SECURITY_MIGRATION
+from ._supply import MIGRATION as SUPPLY_MIGRATION
+
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "UNREFERENCED_BLOB"]
 
 #: ``PRAGMA application_id`` of a KAMI database ("KAMI" in ASCII). It tells our database apart
@@ -69,4 +73,10 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at  REAL NOT NULL
     ) STRICT;
     """,
+    # The audit log and tool assets (kamid/store/_security.py).
+    SECURITY_MIGRATION,
+    # MCP agent profiles and tool READMEs (kamid/store/_mcp.py).
+    MCP_MIGRATION,
+    # Trusted keys, registries, tool origins and pins (kamid/store/_supply.py).
+    SUPPLY_MIGRATION,
 )

@@ -12,6 +12,7 @@ from kamid.protocol import IntegrityError, InternalError, NotFound
 
 from ._blobs import BlobStore, check_sha256
 from ._db import Database
+from ._mcp import McpTables
 from ._records import (
     SELECT_ALL,
     SELECT_BY_ID,
@@ -24,6 +25,8 @@ from ._records import (
     to_columns,
 )
 from ._schema import APPLICATION_ID, MIGRATIONS, UNREFERENCED_BLOB
+from ._security import SecurityTables
+from ._supply import SupplyTables
 
 if TYPE_CHECKING:
     import builtins
@@ -66,6 +69,12 @@ class Store:
         _private_dir(paths.blobs)
         self._db = Database(paths.database, migrations=MIGRATIONS, application_id=APPLICATION_ID)
         self._blobs = BlobStore(paths.blobs)
+        #: The audit log, tool assets and grant updates.
+        self.security = SecurityTables(self._db)
+        #: Trusted keys, registries, where each tool came from, pins.
+        self.supply = SupplyTables(self._db)
+        #: MCP agent profiles and tool READMEs.
+        self.mcp = McpTables(self._db)
         try:
             self._recover()
         except BaseException:

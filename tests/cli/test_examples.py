@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 
 
 def _install_examples(daemon: Daemon, built: dict[str, Path]) -> None:
-    for tool_dir in built.values():
-        r = run_kamictl(daemon.home, "install", str(tool_dir))
+    # The examples that ask for no capabilities (the network ones have their own tests).
+    for tool_id in ("dev.kami.echo", "dev.kami.hello"):
+        r = run_kamictl(daemon.home, "install", str(built[tool_id]))
         assert r.returncode == 0, r.stderr
 
 

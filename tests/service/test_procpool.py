@@ -1,0 +1,245 @@
+"""``[engine] process_workers``: calls in worker processes behave as calls in threads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from kamid.engine import Engine, Executor, wat2wasm
+from kamid.hostapi import HostContext, HttpRequest, HttpResponse
+from kamid.protocol import InternalError, LimitExceeded
+from kamid.sandbox import Limits
+from tests.conftest import FIXTURES
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+FAST = Limits(timeout_ms=300, fuel=200_000_000, memory_bytes=16 * 1024 * 1024)
+
+
+class DictIndex(dict[str, str]):
+    def aot_get(self, key: str) -> str | None:
+        return self.get(key)
+
+    def aot_put(self, key: str, file_sha256: str) -> None:
+        self[key] = file_sha256
+
+    def aot_delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+@attrs.frozen
+class Wasm:
+    sha256: str
+    path: Path
+
+
+def wasm(tmp_path: Path, name: str) -> Wasm:
+    data = wat2wasm((FIXTURES / f"{name}.wat").read_text())
+    path = tmp_path / f"{name}.wasm"
+    path.write_bytes(data)
+    return Wasm(hashlib.sha256(data).hexdigest(), path)
+
+
+async def wait_busy(executor: Executor, n: int) -> list[int]:
+    """The pids of the workers running calls, once ``n`` are."""
+    assert executor.pool is not None
+    for _ in range(6000):
+        busy = [pid for pid, state in executor.pool.workers().items() if state == "busy"]
+        if len(busy) >= n:
+            return busy
+        await trio.sleep(0.01)
+    raise AssertionError(f"not {n} busy workers: {executor.pool.workers()}")
+
+
+@pytest.fixture
+async def executor(tmp_path: Path) -> AsyncIterator[Executor]:
+    engine = Engine(aot_dir=tmp_path / "aot", aot_index=DictIndex(), tick_ms=5)
+    executor = Executor(engine, process_workers=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        yield executor
+        nursery.cancel_scope.cancel()
+
+
+class Granted(HostContext):
+    """Answers every host call in the daemon, remembering what it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(tool_id="dev.test.granted")
+        self.asked: list[object] = []
+
+    def http_fetch(self, request: HttpRequest) -> HttpResponse:
+        self.asked.append(request)
+        self.log("info", "fetched by the daemon")  # a line the daemon's side adds
+        return HttpResponse(status=201, headers=(("x-a", "1"),), body=b"pong")
+
+    def kv_get(self, key: str) -> bytes | None:
+        self.asked.append(key)
+        return b"stored" if key == "key" else None
+
+    def kv_set(self, key: str, value: bytes) -> None:
+        self.asked.append((key, value))
+
+    def kv_delete(self, key: str) -> None:
+        self.asked.append(key)
+
+    def kv_list_keys(self, prefix: str) -> list[str]:
+        self.asked.append(prefix)
+        return ["key-1", "key-2"]
+
+    def invoke(self, tool: str, input: str) -> str:
+        self.asked.append((tool, input))
+        return "{}"
+
+
+async def test_host_calls_are_served_by_the_daemon(executor: Executor, tmp_path: Path) -> None:
+    tool = wasm(tmp_path, "host")
+    await executor.precompile(tool.sha256, tool.path)
+    context = Granted()
+    results = []
+    for command in "lhksdKi":
+        outcome = await executor.call(tool.sha256, tool.path, command, limits=FAST, host=context)
+        results.append(outcome.value)
+    assert results == ["l:", "R:pong", "S:stored", "U:", "D:", "L:key-1", "O:{}"]
+    assert context.asked[0] == HttpRequest(
+        method="GET",
+        url="https://example.com/x",
+        headers=(("accept", "text/plain"),),
+        body=b"\x01\x02\x03",
+        timeout_ms=1500,
+    )
+    assert context.asked[1:] == [
+        "key",
+        ("key", b"\x01\x02\x03"),
+        "key",
+        "key",
+        ("other.tool", "{}"),
+    ]
+    # The last call's log and counters are the context's, as with a thread.
+    assert context.host_calls == 1
+    first = HostContext(tool_id="dev.test.log")
+    outcome = await executor.call(tool.sha256, tool.path, "l", limits=FAST, host=first)
+    assert [(line.level, line.message) for line in first.logs] == [("info", "hello from wat")]
+    assert outcome.logs == first.logs
+    fetching = Granted()
+    await executor.call(tool.sha256, tool.path, "h", limits=FAST, host=fetching)
+    assert [line.message for line in fetching.logs] == ["fetched by the daemon"]
+
+
+async def test_denied_host_calls_reach_the_tool_as_typed_errors(
+    executor: Executor, tmp_path: Path
+) -> None:
+    tool = wasm(tmp_path, "host")
+    context = HostContext(tool_id="dev.test.nogrant")
+    outcome = await executor.call(tool.sha256, tool.path, "k", limits=FAST, host=context)
+    assert outcome.value.startswith("0:dev.test.nogrant has no key-value store grant")
+
+
+async def test_limits_are_enforced_in_the_workers(executor: Executor, tmp_path: Path) -> None:
+    tool = wasm(tmp_path, "loop")
+    limits = attrs.evolve(FAST, fuel=10**15)
+    with pytest.raises(LimitExceeded) as exceeded:
+        await executor.call(
+            tool.sha256, tool.path, "x", limits=limits, host=HostContext(tool_id="t")
+        )
+    assert exceeded.value.data["limit"] == "timeout_ms"
+    assert exceeded.value.data["usage"]["wall_ms"] >= 300
+
+
+async def test_calls_run_in_parallel_processes(executor: Executor, tmp_path: Path) -> None:
+    tool = wasm(tmp_path, "loop")
+    assert executor.pool is not None
+    limits = attrs.evolve(FAST, timeout_ms=2000, fuel=10**15)
+
+    async def call() -> None:
+        with pytest.raises(LimitExceeded):
+            await executor.call(
+                tool.sha256, tool.path, "x", limits=limits, host=HostContext(tool_id="t")
+            )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        nursery.start_soon(call)
+        busy = await wait_busy(executor, 2)
+    assert len(set(busy)) == 2
+    assert os.getpid() not in busy
+    stats = executor.statistics()
+    assert stats.memory_hits + stats.disk_hits + stats.compiles >= 2
+
+
+async def test_a_worker_that_dies_fails_its_call_and_is_replaced(
+    executor: Executor, tmp_path: Path
+) -> None:
+    tool = wasm(tmp_path, "loop")
+    echo = wasm(tmp_path, "echo")
+    assert executor.pool is not None
+    limits = attrs.evolve(FAST, timeout_ms=60_000, fuel=10**15)
+    failure: list[BaseException] = []
+
+    async def doomed() -> None:
+        try:
+            await executor.call(
+                tool.sha256, tool.path, "x", limits=limits, host=HostContext(tool_id="t")
+            )
+        except InternalError as exc:
+            failure.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(doomed)
+        (victim,) = await wait_busy(executor, 1)
+        os.kill(victim, signal.SIGKILL)
+    (error,) = failure
+    assert f"(pid {victim}) died during the call: it was killed by signal SIGKILL" in error.message
+    outcome = await executor.call(
+        echo.sha256, echo.path, '"ok"', limits=FAST, host=HostContext(tool_id="e")
+    )
+    assert outcome.value == "ok"
+    assert victim not in executor.pool.workers()
+
+
+async def test_a_cancelled_call_still_delivers_its_outcome(
+    executor: Executor, tmp_path: Path
+) -> None:
+    tool = wasm(tmp_path, "loop")
+    assert executor.pool is not None
+    with trio.move_on_after(0.01), pytest.raises(LimitExceeded):
+        # Cancelled almost at once, yet the worker is not abandoned mid-call: the call
+        # runs to its own deadline and its error arrives.
+        await executor.call(tool.sha256, tool.path, "x", limits=FAST, host=HostContext(tool_id="t"))
+    assert list(executor.pool.workers().values()) == ["idle", "idle"]
+
+
+async def test_an_idle_executor_does_not_tick(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A daemon runs for weeks, mostly idle: it must not wake up every tick_ms for nothing.
+    engine = Engine(aot_dir=tmp_path / "aot", aot_index=DictIndex(), tick_ms=5)
+    ticks = 0
+    tick = engine.tick
+
+    def counting_tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        tick()
+
+    engine.tick = counting_tick  # type: ignore[method-assign]
+    executor = Executor(engine)
+    echo = wasm(tmp_path, "echo")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(executor.run)
+        await trio.sleep(60)
+        assert ticks == 0
+        await executor.call(echo.sha256, echo.path, "1", limits=FAST, host=HostContext(tool_id="e"))
+        after_call = ticks
+        await trio.sleep(60)
+        assert ticks <= after_call + 1
+        nursery.cancel_scope.cancel()
