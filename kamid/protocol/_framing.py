@@ -34,9 +34,7 @@ def decode_frame(line: bytes) -> Any:
             f"request is not valid JSON: {exc}; send one JSON object per line"
         ) from exc
     except RecursionError as exc:
-        raise ParseError(
-            "request nests arrays or objects too deeply to parse; flatten it"
-        ) from exc
+        raise ParseError("request nests arrays or objects too deeply to parse; flatten it") from exc
 
 
 class LineBuffer:
