@@ -266,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = add("daemon", cmd_daemon, "start, stop or show the daemon")
+    p = add("daemon", cmd_daemon, "start, stop or show the daemon, or install it as a service")
     p.add_argument("action", choices=["start", "stop", "status", "install-service"])
     p.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
     _cmd_service.add_install_service_arguments(p)

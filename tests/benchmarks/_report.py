@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -39,6 +41,22 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _source_version() -> str:
+    """The commit of the code being measured, ``-dirty`` with uncommitted changes."""
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return proc.stdout.strip() or "unknown (not a git checkout)"
+
+
 def machine() -> dict[str, Any]:
     """Where and when this run happened."""
     return {
@@ -50,6 +68,7 @@ def machine() -> dict[str, Any]:
         "python_executable": sys.executable,
         "wasmtime": WASMTIME_VERSION,
         "platform": platform.platform(),
+        "source": _source_version(),
         # Other work on the machine skews every number; the load says how much there was.
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
@@ -119,7 +138,7 @@ def render(results: Results, console: Console | None = None) -> None:
     m = results["machine"]
     c = results["config"]
     console.print(
-        f"[bold]KAMI benchmarks[/]  {m['date']}\n"
+        f"[bold]KAMI benchmarks[/]  {m['date']}  (source {m['source']})\n"
         f"{m['nproc']} CPUs ({m['usable_cpus']} usable), {m['cpu']}\n"
         f"Python {m['python']}, wasmtime {m['wasmtime']}, {m['platform']}\n"
         f"load average at start {' '.join(map(str, m['loadavg']))}"
@@ -149,13 +168,13 @@ def render(results: Results, console: Console | None = None) -> None:
         f"<= {ratio_limit}x",
     )
     _row(t, results, "socket p50 / bare p50", _get("ratios.socket_over_bare", _x))
+    _row(t, results, "Engine.call p50 / bare p50", _get("ratios.engine_over_bare", _x))
+    _row(t, results, "socket p50 - floor p50", _get("ratios.socket_minus_engine_ms"))
     _row(t, results, "CPU per call: kamid process", _get("socket.daemon_cpu_ms_per_call"))
     _row(t, results, "CPU per call: client (this process)", _get("socket.client_cpu_ms_per_call"))
     _row(t, results, "CPU per call: Engine.call in-process", _get("floor_engine.cpu_ms_per_call"))
     _row(t, results, "CPU per call: bare wasmtime", _get("floor_bare.cpu_ms_per_call"))
     _row(t, results, "kamid CPU / Engine.call CPU", _get("ratios.daemon_cpu_over_engine_cpu", _x))
-    _row(t, results, "Engine.call p50 / bare p50", _get("ratios.engine_over_bare", _x))
-    _row(t, results, "socket p50 - floor p50", _get("ratios.socket_minus_engine_ms"))
     console.print(t)
 
     t = _table("3. Cold paths (ms, medians)", results)
@@ -180,8 +199,8 @@ def render(results: Results, console: Console | None = None) -> None:
 
     t = _table("4. kamictl exec as a whole process (ms, p50)", results)
     _row(t, results, "kamictl exec (.pyc cached)", _get("cli.kamictl_exec.p50"))
-    inherited = "kamictl exec, inherited env" + (
-        " (PYTHONDONTWRITEBYTECODE: no .pyc)" if c.get("dont_write_bytecode_inherited") else ""
+    inherited = "kamictl exec, environment as inherited" + (
+        " (PYTHONDONTWRITEBYTECODE set)" if c.get("dont_write_bytecode_inherited") else ""
     )
     _row(t, results, inherited, _get("cli.kamictl_exec_inherited_env.p50"))
     _row(t, results, "python -c 'import json'", _get("cli.python_import_json.p50"))

@@ -6,6 +6,27 @@ import pytest
 
 from tests.benchmarks import _stats
 from tests.benchmarks._daemon_runs import parse_importtime
+from tests.benchmarks._interleave import interleave
+
+
+class _Fake:
+    """A sampler whose "durations" are its call numbers; it logs who ran when."""
+
+    def __init__(self, name: str, log: list[tuple[str, int]]) -> None:
+        self.name = name
+        self.calls = 0
+        self.log = log
+
+    def warm_up(self, n: int) -> None:
+        self.log.append((f"{self.name}:warmup", n))
+        self.calls += n
+
+    def sample(self, n: int) -> list[int]:
+        self.log.append((self.name, n))
+        first = self.calls
+        self.calls += n
+        return list(range(first, self.calls))
+
 
 _IMPORTTIME = """\
 import time: self [us] | cumulative | imported package
@@ -45,6 +66,16 @@ def test_statistics_helpers_on_synthetic_samples() -> None:
     assert _stats.ms(1_500_000) == 1.5
     assert _stats.ratio(3.0, 2.0) == 1.5
     assert _stats.ratio(1.0, 0.0) == float("inf")
+
+    # Blocks alternate, the first sampler of a round rotates, warm-up calls are not kept.
+    log: list[tuple[str, int]] = []
+    a, b = _Fake("a", log), _Fake("b", log)
+    taken = interleave([a, b], warmup=2, calls=5, block=2)
+    assert log == [
+        ("a:warmup", 2), ("b:warmup", 2), ("a", 2), ("b", 2), ("b", 2), ("a", 2), ("a", 1), ("b", 1)
+    ]  # fmt: skip
+    assert taken.latency_ns == {"a": [2, 3, 4, 5, 6], "b": [2, 3, 4, 5, 6]}
+    assert set(taken.process_cpu_ns) == {"a", "b"}
 
     cost = parse_importtime(_IMPORTTIME, top=2)
     assert cost.top == [("site", 1500), ("kamid.protocol", 1200)]

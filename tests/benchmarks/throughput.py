@@ -5,13 +5,15 @@ in one run on this machine:
 
 * the single-thread in-process floor: ``Engine.call`` in a loop, a fresh instance per
   call, no socket, no trio (and the same with two threads, for comparison);
-* a real kamid on its own KAMI_HOME, driven by 1, 4, 16 and 64 concurrent clients (one
-  connection each, one call at a time, from one trio process), once with calls in
-  worker threads (``[engine] workers = 2``, the default) and once in worker processes
+* a real kamid driven by 1, 4, 16 and 64 concurrent clients (one connection each, one
+  call at a time, from one trio process), with calls in worker threads
+  (``[engine] workers = N``) and, as a second daemon, in worker processes
   (``[engine] process_workers = N``).
 
-Every call's output is checked. Each example is compiled once: the daemon's install
-writes the AOT cache, which the floor and every daemon restart then load.
+The measurements take turns in rounds (floor, then each daemon at each concurrency) and
+each number is the median of its rounds, so that other work on the machine weighs on all
+of them alike. Every call's output is checked. Each example is compiled once: one
+daemon's install writes the AOT cache, and the floor and both daemons use copies of it.
 """
 
 from __future__ import annotations
@@ -100,20 +102,26 @@ def _ticking(engine: Engine) -> Any:
         ticker.join()
 
 
-def floors(paths: Paths, tool: Tool, seconds: float) -> dict[str, float]:
-    """The floors, on the daemon's own AOT cache (read while no daemon runs)."""
-    from kamid.store import Store
+class Floor:
+    """The in-process floors, on a copy of the daemon's home (its AOT cache, verified)."""
 
-    store = Store(paths)
-    try:
-        engine = Engine(aot_dir=paths.aot, aot_index=store)
-        with _ticking(engine):
-            _floor(engine, tool, threads=1, seconds=min(seconds, 0.5))  # warm up
-            one = _floor(engine, tool, threads=1, seconds=seconds)
-            two = _floor(engine, tool, threads=2, seconds=seconds)
-    finally:
-        store.close()
-    return {"floor_1_thread": round(one, 1), "floor_2_threads": round(two, 1)}
+    def __init__(self, paths: Paths) -> None:
+        from kamid.store import Store
+
+        self._store = Store(paths)
+        self.engine = Engine(aot_dir=paths.aot, aot_index=self._store)
+        self._ticking = _ticking(self.engine)
+        self._ticking.__enter__()
+
+    def measure(self, tool: Tool, seconds: float) -> dict[str, float]:
+        _floor(self.engine, tool, threads=1, seconds=min(seconds, 0.3))  # warm
+        one = _floor(self.engine, tool, threads=1, seconds=seconds)
+        two = _floor(self.engine, tool, threads=2, seconds=seconds)
+        return {"floor_1_thread": round(one, 1), "floor_2_threads": round(two, 1)}
+
+    def close(self) -> None:
+        self._ticking.__exit__(None, None, None)
+        self._store.close()
 
 
 # The daemon
@@ -227,8 +235,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m tests.benchmarks.throughput",
         description="Calls per second at 1-64 concurrent clients, threads vs processes.",
     )
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed window per point")
-    parser.add_argument("--warmup", type=float, default=1.0, help="untimed load first")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="timed window per point and round"
+    )
+    parser.add_argument("--warmup", type=float, default=0.5, help="untimed load first")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds taking turns; medians are reported"
+    )
     parser.add_argument("--only", choices=[c.key for c in CASES], help="one example only")
     parser.add_argument(
         "--modes", nargs="+", choices=list(MODES), default=list(MODES), help="what to run"
@@ -247,70 +260,99 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measures in ``--rounds`` rounds that take turns (floor, then each mode at each
+    concurrency), so that other load on the machine hits every number alike; each
+    number is the median of its rounds."""
     built = build_examples()
     tools = [resolve(case, built[case.tool_id]) for case in CASES if args.only in (None, case.key)]
-    home = Path(tempfile.mkdtemp(prefix="kbt", dir="/tmp"))
-    daemon = _Daemon(home)
+    scratch = Path(tempfile.mkdtemp(prefix="kbt", dir="/tmp"))
+    installer = _Daemon(scratch / "h")
+    daemons = {mode: _Daemon(scratch / mode[0]) for mode in args.modes}
     results: dict[str, Any] = {
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": sys.version.split()[0],
         "wasmtime": WASMTIME_VERSION,
         "workers": args.workers,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "examples": {},
     }
+    floor: Floor | None = None
     try:
         _progress("installing the examples (compiles each once)")
-        daemon.start("")
-        with daemon.client() as client:
+        installer.start("")
+        with installer.client() as client:
             for tool in tools:
                 client.call("tools.install", {"path": str(tool.dir), "approve": True})
-        daemon.stop()
-        for tool in tools:
-            key = tool.case.key
-            _progress(f"{key}: in-process floor")
-            entry: dict[str, Any] = floors(daemon.paths, tool, args.seconds)
-            for mode in args.modes:
-                daemon.start(MODES[mode].format(n=args.workers))
-                # Untimed: every worker starts and loads the component (worker processes
-                # start in the background and each maps the AOT file on its first call).
-                _progress(f"{key}: {mode}, priming {args.workers} workers")
-                trio.run(_drive, daemon.paths.socket, tool, 4 * args.workers, 0.0, 3.0)
-                points = {}
+        installer.stop()
+        # Every daemon (and the floor) gets a copy of the installed home: one compile each.
+        for name in ("f", *(mode[0] for mode in args.modes)):
+            shutil.copytree(scratch / "h", scratch / name, symlinks=True)
+        floor = Floor(Paths.under(scratch / "f"))
+        for mode, daemon in daemons.items():
+            daemon.start(MODES[mode].format(n=args.workers))  # an idle daemon costs no CPU
+            for tool in tools:
+                # Untimed: worker processes start in the background, and each maps the AOT
+                # file on its first call.
+                _progress(f"{tool.case.key}: priming kamid with {mode}")
+                trio.run(_drive, daemon.paths.socket, tool, 4 * args.workers, 0.0, 2.0)
+        samples: dict[str, dict[str, list[Any]]] = {t.case.key: {} for t in tools}
+        for round_ in range(args.rounds):
+            for tool in tools:
+                key = tool.case.key
+                _progress(f"round {round_ + 1}/{args.rounds}: {key}")
+                for name, value in floor.measure(tool, args.seconds).items():
+                    samples[key].setdefault(name, []).append(value)
                 for clients in args.clients:
-                    _progress(f"{key}: {mode}, {clients} client(s)")
-                    points[str(clients)] = trio.run(
-                        _drive, daemon.paths.socket, tool, clients, args.warmup, args.seconds
-                    )
-                daemon.stop()
-                entry[mode] = points
+                    for mode, daemon in daemons.items():
+                        point = trio.run(
+                            _drive, daemon.paths.socket, tool, clients, args.warmup, args.seconds
+                        )
+                        samples[key].setdefault(f"{mode}/{clients}", []).append(point)
+        for key, by_name in samples.items():
+            entry: dict[str, Any] = {}
+            for name, values in by_name.items():
+                if name.startswith("floor"):
+                    entry[name] = statistics.median(values)
+                    entry[f"{name}_rounds"] = values
+                    continue
+                mode, clients = name.split("/")
+                rates = [v["calls_per_s"] for v in values]
+                entry.setdefault(mode, {})[clients] = {
+                    "calls_per_s": statistics.median(rates),
+                    "rounds": values,
+                }
             results["examples"][key] = entry
     finally:
-        daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        if floor is not None:
+            floor.close()
+        for daemon in (installer, *daemons.values()):
+            daemon.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return results
 
 
 def render(results: dict[str, Any], clients: list[int]) -> None:
     out = Console(highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=110)
     table = Table(
         title=f"calls/s, {results['workers']} workers, {results['cores']} usable cores "
         f"(wasmtime {results['wasmtime']}, Python {results['python']})"
     )
     table.add_column("example")
-    table.add_column("how")
+    table.add_column("how", no_wrap=True)
     for n in clients:
         table.add_column(f"{n} client{'s' if n > 1 else ''}", justify="right")
-    table.add_column("vs floor @16", justify="right")
+    table.add_column("@16 / floor", justify="right")
     for key, entry in results["examples"].items():
         floor = entry["floor_1_thread"]
-        table.add_row(key, "in-process, 1 thread (floor)", *[f"{floor:.0f}"] * len(clients), "1.00")
+        blank = [""] * (len(clients) - 1)
+        table.add_row(key, "in-process floor: 1 thread", f"{floor:.0f}", *blank, "1.00")
         two = entry["floor_2_threads"]
-        table.add_row(
-            "", "in-process, 2 threads", *[f"{two:.0f}"] * len(clients), f"{two / floor:.2f}"
-        )
+        table.add_row("", "in-process: 2 threads", f"{two:.0f}", *blank, f"{two / floor:.2f}")
         for mode in MODES:
             points = entry.get(mode)
             if not points:
@@ -322,7 +364,7 @@ def render(results: dict[str, Any], clients: list[int]) -> None:
                 verdict = f"{at16 / floor:.2f} " + ("[green]ok[/]" if ok else "[red]<1.2[/]")
             table.add_row(
                 "",
-                f"kamid, {mode}",
+                f"kamid: {mode}",
                 *[f"{points[str(n)]['calls_per_s']:.0f}" for n in clients],
                 verdict,
             )
