@@ -88,6 +88,9 @@ class Database:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
+        #: Bumped by every row change outside the audit log: readers that cache what they
+        #: read compare it instead of asking again (see :meth:`Store.generation`).
+        self.generation = 0
         _create_private_file(path)
         try:
             self._conn = apsw.Connection(
@@ -99,11 +102,17 @@ class Database:
             self._configure()
             self._check_identity(application_id, len(migrations))
             self._migrate(migrations, application_id)
+            self._conn.set_update_hook(self._on_row_change)
         except BaseException as exc:
             self._conn.close()
             if isinstance(exc, apsw.Error):
                 raise _translate(exc, path) from exc
             raise
+
+    def _on_row_change(self, _kind: int, _db: str, table: str, _rowid: int) -> None:
+        # The audit log grows on every call and changes nothing a call depends on.
+        if table != "audit":
+            self.generation += 1
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:

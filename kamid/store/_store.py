@@ -269,6 +269,16 @@ class Store:
             self._blobs.collect(garbage)
         return record
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever a tool, its grants or anything else a call depends on changes.
+
+        Cheap to read (no lock, no query): a cache of store reads stays valid while this is
+        unchanged. Covers every row-changing statement on tables with rowids, which is all of
+        them except ``blobs`` (whose changes come with the ``tools`` rows that point at them).
+        """
+        return self._db.generation
+
     def count(self) -> int:
         """How many tools are installed."""
         with self._db.session() as s:

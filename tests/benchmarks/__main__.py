@@ -294,7 +294,7 @@ class Run:
             gc.collect()
             self.cli()
             self.restarts()
-        except BaseException:
+        except Exception:
             _err.print(f"[red]kamid log tail:[/]\n{self.daemon.log_tail()}")
             raise
         finally:

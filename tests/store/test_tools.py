@@ -238,3 +238,19 @@ def test_tool_record_fields_are_the_contract() -> None:
         "source",
         "installed_at",
     ]
+
+
+def test_generation_moves_with_tools_and_grants_but_not_audit(store: Store) -> None:
+    from kamid.store import AuditRow
+
+    start = store.generation
+    store.install(record_for(store, b"\0asm one"))
+    after_install = store.generation
+    assert after_install > start
+    store.security.update_grants("dev.kami.echo", lambda g: {**g, "kv": True})
+    after_grant = store.generation
+    assert after_grant > after_install
+    store.security.append_audit([AuditRow(at=1.0, action="exec", tool_id="dev.kami.echo")])
+    assert store.generation == after_grant, "audit rows must not invalidate caches"
+    store.uninstall("dev.kami.echo")
+    assert store.generation > after_grant
