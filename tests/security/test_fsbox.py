@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,12 +14,15 @@ from kamid.sandbox import Preopen
 from tests.conftest import short_tempdir
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
 @pytest.fixture
-def box() -> FsBox:
-    return FsBox(Paths.under(short_tempdir("kb")))
+def box() -> Iterator[FsBox]:
+    home = short_tempdir("kb")
+    yield FsBox(Paths.under(home))
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_measure_counts_sizes_once_and_never_follows_links(tmp_path: Path) -> None:
