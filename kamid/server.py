@@ -36,7 +36,7 @@ from kamid.protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Iterator
     from pathlib import Path
 
     from kamid.config import ServerConfig
@@ -60,6 +60,12 @@ class Peer:
     gid: int
 
 
+class ProgressFn(Protocol):
+    def __call__(
+        self, stage: str, message: str, *, done: int | None = None, total: int | None = None
+    ) -> Awaitable[None]: ...
+
+
 class RequestContext:
     """What a handler knows about the request it serves."""
 
@@ -73,6 +79,21 @@ class RequestContext:
     async def notify(self, method: str, params: Any) -> None:
         """Sends a notification on the requester's connection; a gone peer is ignored."""
         await self._connection.send(make_notification(method, params))
+
+    def progress(self, token: str | None) -> ProgressFn:
+        """A ``progress`` notifier for a request that passed ``token``; a no-op without one."""
+
+        async def notify_progress(
+            stage: str, message: str, *, done: int | None = None, total: int | None = None
+        ) -> None:
+            if token is None:
+                return
+            params: dict[str, Any] = {"token": token, "stage": stage, "message": message}
+            if done is not None:
+                params.update(done=done, total=total)
+            await self.notify("progress", params)
+
+        return notify_progress
 
     async def send(self, message: Any) -> None:
         """Sends one raw JSON-RPC frame (an upgraded connection's own protocol)."""

@@ -176,18 +176,7 @@ class KamiService:
 
     # tools.*
     async def tools_install(self, p: InstallToolParams, ctx: RequestContext) -> Any:
-        async def progress(
-            stage: str, message: str, *, done: int | None = None, total: int | None = None
-        ) -> None:
-            if p.progress_token is not None:
-                params: dict[str, Any] = {
-                    "token": p.progress_token,
-                    "stage": stage,
-                    "message": message,
-                }
-                if done is not None:
-                    params.update(done=done, total=total)
-                await ctx.notify("progress", params)
+        progress = ctx.progress(p.progress_token)
 
         if sum(bool(x) for x in (p.path, p.package, p.ref)) != 1:
             raise InvalidParams("tools.install: give exactly one of path, package and ref")

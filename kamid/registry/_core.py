@@ -26,7 +26,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
@@ -49,6 +49,7 @@ from kamid.protocol import (
     parse_ref,
     read_package,
 )
+from kamid.server import ProgressFn
 from kamid.signing import TrustStore, manifest_digest
 from kamid.store import OriginRow
 
@@ -79,12 +80,9 @@ log = logging.getLogger("kamid.registry")
 DEFAULT_REGISTRY = "default"
 
 
-class Progress(Protocol):
-    """Sends a ``progress`` notification (a no-op when the request gave no token)."""
-
-    async def __call__(
-        self, stage: str, message: str, *, done: int | None = None, total: int | None = None
-    ) -> None: ...
+#: Sends a ``progress`` notification (a no-op when the request gave no token); made by
+#: :meth:`kamid.server.RequestContext.progress`.
+Progress = ProgressFn
 
 
 @attrs.frozen(kw_only=True)

@@ -207,18 +207,7 @@ class SupplyService(SupplyChain):
         if p.all and (p.version or p.expect_sha256):
             raise InvalidParams("tools.update: version and expect_sha256 go with one tool")
 
-        async def progress(
-            stage: str, message: str, *, done: int | None = None, total: int | None = None
-        ) -> None:
-            if p.progress_token is not None:
-                params: dict[str, Any] = {
-                    "token": p.progress_token,
-                    "stage": stage,
-                    "message": message,
-                }
-                if done is not None:
-                    params.update(done=done, total=total)
-                await ctx.notify("progress", params)
+        progress = ctx.progress(p.progress_token)
 
         if p.tool is not None:
             records = [await self.io(self.store.resolve, p.tool)]
