@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from kamid.server import Peer
     from kamid.store import SecurityTables
 
-__all__ = ["AuditRecorder", "input_digest"]
+__all__ = ["AuditRecorder", "call_row", "input_digest"]
 
 log = logging.getLogger("kamid.audit")
 
@@ -84,48 +84,31 @@ class AuditRecorder:
         if len(self._pending) >= self._batch_max:
             self._urgent.set()
 
-    def record_call(
-        self,
-        *,
-        action: str,
-        tool: str,
-        version: str,
-        sha256: str,
-        peer: Peer | None,
-        caller: CallerInfo | None,
-        input_text: str,
-        usage: Usage | None,
-        host: HostContext | None,
-        error: KamiError | None = None,
-    ) -> None:
-        """Queues the row of one exec (``exec``) or one ``wasm.run`` (``run``)."""
-        detail: dict[str, Any] | None = None
-        if error is not None and isinstance(error.data.get("limit"), str):
-            detail = {"limit": error.data["limit"], "value": error.data.get("value")}
-        if usage is None and error is not None and isinstance(error.data.get("usage"), dict):
-            usage_dict: dict[str, Any] | None = error.data["usage"]
-        else:
-            usage_dict = attrs.asdict(usage) if usage is not None else None
-        hosts = list(getattr(host, "hosts", None) or [])
-        self.record(
-            AuditRow(
-                at=time.time(),
-                action=action,
-                tool_id=tool,
-                version=version,
-                sha256=sha256,
-                uid=peer.uid if peer else None,
-                pid=peer.pid if peer else None,
-                client=caller.client if caller else None,
-                profile=caller.profile if caller else None,
-                input_sha256=input_digest(input_text),
-                outcome="ok" if error is None else error.kind,
-                error=None if error is None else error.message[:MAX_ERROR_CHARS],
-                usage=usage_dict,
-                hosts=hosts,
-                detail=detail,
-            )
-        )
+    def record_call(self, **call: Any) -> None:
+        """Queues the row of one exec (``exec``) or one ``wasm.run`` (``run``); the
+        arguments are those of :func:`call_row`."""
+        self.record(call_row(**call))
+
+    def record_from_thread(self, row: AuditRow) -> None:
+        """:meth:`record` from a thread other than trio's; call :meth:`wake` soon after
+        on the trio thread.
+
+        The row is pending at once: a flush that starts after this returns waits for
+        it (until :meth:`wake`, by checking again at each checkpoint).
+        """
+        self._pending.append(row)  # one bytecode: atomic under the GIL
+
+    def wake(self) -> None:
+        """Lets the writer see rows :meth:`record_from_thread` added (trio thread)."""
+        if len(self._pending) > MAX_PENDING:
+            excess = len(self._pending) - MAX_PENDING
+            del self._pending[:excess]
+            self._dropped += excess
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        self._wake.set()
+        if len(self._pending) >= self._batch_max:
+            self._urgent.set()
 
     def record_action(
         self,
@@ -139,20 +122,7 @@ class AuditRecorder:
         detail: dict[str, Any] | None = None,
     ) -> None:
         """Queues the row of an install, uninstall, grant or revoke."""
-        self.record(
-            AuditRow(
-                at=time.time(),
-                action=action,
-                tool_id=tool,
-                version=version,
-                sha256=sha256,
-                uid=peer.uid if peer else None,
-                pid=peer.pid if peer else None,
-                outcome="ok" if error is None else error.kind,
-                error=None if error is None else error.message[:MAX_ERROR_CHARS],
-                detail=detail,
-            )
-        )
+        self.record(_row(action, tool, version, sha256, peer, error, detail=detail))
 
     # Writing.
 
@@ -215,3 +185,63 @@ class AuditRecorder:
                 self._dropped = 0
         if not self._pending and not self._writing:
             self._idle.set()
+
+
+def call_row(
+    *,
+    action: str,
+    tool: str,
+    version: str,
+    sha256: str,
+    peer: Peer | None,
+    caller: CallerInfo | None,
+    input_text: str,
+    usage: Usage | None,
+    host: HostContext | None,
+    error: KamiError | None = None,
+) -> AuditRow:
+    """The row of one exec (``exec``) or one ``wasm.run`` (``run``): pure, any thread."""
+    detail: dict[str, Any] | None = None
+    if error is not None and isinstance(error.data.get("limit"), str):
+        detail = {"limit": error.data["limit"], "value": error.data.get("value")}
+    if usage is None and error is not None and isinstance(error.data.get("usage"), dict):
+        usage_dict: dict[str, Any] | None = error.data["usage"]
+    else:
+        usage_dict = attrs.asdict(usage) if usage is not None else None
+    return _row(
+        action,
+        tool,
+        version,
+        sha256,
+        peer,
+        error,
+        client=caller.client if caller else None,
+        profile=caller.profile if caller else None,
+        input_sha256=input_digest(input_text),
+        usage=usage_dict,
+        hosts=list(getattr(host, "hosts", None) or []),
+        detail=detail,
+    )
+
+
+def _row(
+    action: str,
+    tool: str,
+    version: str,
+    sha256: str,
+    peer: Peer | None,
+    error: KamiError | None,
+    **extra: Any,
+) -> AuditRow:
+    return AuditRow(
+        at=time.time(),
+        action=action,
+        tool_id=tool,
+        version=version,
+        sha256=sha256,
+        uid=peer.uid if peer else None,
+        pid=peer.pid if peer else None,
+        outcome="ok" if error is None else error.kind,
+        error=None if error is None else error.message[:MAX_ERROR_CHARS],
+        **extra,
+    )

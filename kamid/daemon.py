@@ -124,6 +124,7 @@ async def serve_daemon(
         else:
             sock = bind_unix_socket(paths.socket)
         server = Server(sock, Dispatcher(service.handlers()), config.server)
+        server.fast_lane = service  # the common tools.exec, without a trio task per call
         supervisor = Supervisor(
             paths=paths,
             service=service,

@@ -28,11 +28,9 @@ import trio
 from kamid.protocol import PRIORITIES, Busy, KamiError, SchedulerStatistics, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from kamid.protocol import Priority
 
-__all__ = ["CallObserver", "Scheduler", "SchedulerConfig", "Ticket", "ToolSchedule"]
+__all__ = ["Admission", "CallObserver", "Scheduler", "SchedulerConfig", "Ticket", "ToolSchedule"]
 
 
 def _not_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
@@ -55,6 +53,9 @@ class ToolSchedule:
     calls_per_minute: float | None = attrs.field(default=None, validator=_optional)
     #: Calls that may come at once before the rate applies (default: a minute's worth).
     burst: int | None = attrs.field(default=None, validator=_optional)
+
+
+_NO_SCHEDULE = ToolSchedule()
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +81,7 @@ class SchedulerConfig:
 
     def for_tool(self, tool: str) -> tuple[int, float, int]:
         """``(max_concurrent, calls_per_minute, burst)`` for ``tool``; 0 means no limit."""
-        own = self.tools.get(tool, ToolSchedule())
+        own = self.tools.get(tool, _NO_SCHEDULE)
         concurrent = own.max_concurrent
         rate = own.calls_per_minute
         return (
@@ -140,11 +141,64 @@ class TokenBucket:
 class Ticket:
     """An admitted call; set :attr:`usage` when it ran, for the fuel metrics."""
 
-    def __init__(self, tool: str, priority: str, queue_wait_s: float) -> None:
+    __slots__ = ("arrived", "priority", "queue_wait_s", "tool", "usage")
+
+    def __init__(self, tool: str, priority: str, queue_wait_s: float, arrived: float) -> None:
         self.tool = tool
         self.priority = priority
         self.queue_wait_s = queue_wait_s
+        #: When the call asked to be admitted (``trio.current_time()``).
+        self.arrived = arrived
         self.usage: Usage | None = None
+
+
+class Admission:
+    """``async with scheduler.admit(tool) as ticket``: see :meth:`Scheduler.admit`."""
+
+    __slots__ = ("_priority", "_scheduler", "_ticket", "_tool")
+
+    def __init__(self, scheduler: Scheduler, tool: str, priority: Priority) -> None:
+        self._scheduler = scheduler
+        self._tool = tool
+        self._priority = priority
+        self._ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Ticket:
+        scheduler, tool, priority = self._scheduler, self._tool, self._priority
+        ticket = scheduler.try_admit(tool, priority=priority)
+        if ticket is None:
+            arrived = trio.current_time()
+            buckets = scheduler._rate_check(tool, arrived)
+            scheduler._queue_check(tool, priority)
+            for bucket in buckets:
+                bucket.take()
+            try:
+                await scheduler._wait(tool, priority)
+            except trio.Cancelled:  # the client went away while waiting
+                elapsed = trio.current_time() - arrived
+                scheduler.observer.call_finished(tool, "cancelled", elapsed, None)
+                raise
+            ticket = scheduler._started(tool, priority, arrived)
+        self._ticket = ticket
+        return ticket
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
+        ticket = self._ticket
+        assert ticket is not None
+        outcome = "ok"
+        if isinstance(exc, KamiError):
+            outcome = exc.kind
+            usage = exc.data.get("usage") if exc.data else None
+            if ticket.usage is None and isinstance(usage, dict):
+                with contextlib.suppress(TypeError):
+                    ticket.usage = Usage(**usage)
+        elif isinstance(exc, trio.Cancelled):
+            outcome = "cancelled"
+        elif exc is not None:
+            outcome = "internal_error"
+        self._scheduler.finished(ticket, outcome)
 
 
 class _Waiter:
@@ -209,59 +263,48 @@ class Scheduler:
                 load[waiter.tool] = (running, queued + 1)
         return load
 
-    @contextlib.asynccontextmanager
-    async def admit(
-        self, tool: str, *, priority: Priority = "interactive"
-    ) -> AsyncIterator[Ticket]:
-        """Waits for a slot for one call of ``tool`` and holds it for the ``async with``.
+    def admit(self, tool: str, *, priority: Priority = "interactive") -> Admission:
+        """Waits for a slot for one call of ``tool`` and holds it for the ``async with``,
+        whose value is the call's :class:`Ticket`.
 
         Cancellation while waiting leaves the queue at once (a client that disconnects
         frees its place); cancellation while running is the caller's to bound (the
         executor waits for the call's own deadline).
 
-        Raises:
+        Raises (on entering):
             Busy: over a rate limit (``data.retry_after_s`` says when to retry), the queue
                 is full, the call waited ``queue_timeout_s``, or an interactive call took
                 its queue place; ``data.reason`` names which.
         """
-        arrived = trio.current_time()
-        buckets = self._rate_check(tool, arrived)
-        if self._has_room(tool):
-            for bucket in buckets:
-                bucket.take()
-            self._occupy(tool)
-        else:
-            self._queue_check(tool, priority)
-            for bucket in buckets:
-                bucket.take()
-            try:
-                await self._wait(tool, priority)
-            except trio.Cancelled:  # the client went away while waiting
-                elapsed = trio.current_time() - arrived
-                self.observer.call_finished(tool, "cancelled", elapsed, None)
-                raise
-        ticket = Ticket(tool, priority, trio.current_time() - arrived)
-        self.observer.call_started(tool, priority, ticket.queue_wait_s)
-        outcome = "ok"
+        return Admission(self, tool, priority)
+
+    def try_admit(self, tool: str, *, priority: Priority = "interactive") -> Ticket | None:
+        """Admits a call at once if it needs no waiting and no refusal, else None (then
+        :meth:`admit` waits or refuses, with the reason). Give the ticket back with
+        :meth:`finished`."""
+        now = trio.current_time()
+        if not self._has_room(tool):
+            return None
         try:
-            yield ticket
-        except KamiError as exc:
-            outcome = exc.kind
-            usage = exc.data.get("usage") if exc.data else None
-            if ticket.usage is None and isinstance(usage, dict):
-                with contextlib.suppress(TypeError):
-                    ticket.usage = Usage(**usage)
-            raise
-        except trio.Cancelled:
-            outcome = "cancelled"
-            raise
-        except BaseException:
-            outcome = "internal_error"
-            raise
-        finally:
-            self._release(tool)
-            duration = trio.current_time() - arrived
-            self.observer.call_finished(tool, outcome, duration, ticket.usage)
+            buckets = self._rate_check(tool, now, count=False)
+        except Busy:
+            return None
+        for bucket in buckets:
+            bucket.take()
+        self._occupy(tool)
+        return self._started(tool, priority, now)
+
+    def finished(self, ticket: Ticket, outcome: str) -> None:
+        """Gives an admitted call's slot back; ``outcome`` is ``ok``, an error kind,
+        ``cancelled`` or ``internal_error`` (for the metrics)."""
+        self._release(ticket.tool)
+        duration = trio.current_time() - ticket.arrived
+        self.observer.call_finished(ticket.tool, outcome, duration, ticket.usage)
+
+    def _started(self, tool: str, priority: str, arrived: float) -> Ticket:
+        ticket = Ticket(tool, priority, trio.current_time() - arrived, arrived)
+        self.observer.call_started(tool, priority, ticket.queue_wait_s)
+        return ticket
 
     # Rate limits
     def _bucket(self, key: str, rate: float, burst: int, now: float) -> TokenBucket:
@@ -270,8 +313,9 @@ class Scheduler:
             bucket = self._buckets[key] = TokenBucket(rate, burst, now)
         return bucket
 
-    def _rate_check(self, tool: str, now: float) -> list[TokenBucket]:
-        """The buckets this call takes a token from; refuses it if one is empty."""
+    def _rate_check(self, tool: str, now: float, *, count: bool = True) -> list[TokenBucket]:
+        """The buckets this call takes a token from; refuses it if one is empty (counted
+        as a rejection unless ``count`` is false: the caller will ask again)."""
         config = self.config
         _, tool_rate, tool_burst = config.for_tool(tool)
         checks: list[tuple[TokenBucket, str]] = []
@@ -285,6 +329,8 @@ class Scheduler:
         for bucket, what in checks:
             wait = bucket.wait_s(now)
             if wait > 0:
+                if not count:
+                    raise Busy(what)
                 self._refuse_now(
                     tool,
                     "rate_limited",

@@ -386,6 +386,11 @@ class Security:
         base = raise_limits(self.config.limits, grants.limits, self.config.ceilings)
         return limits_for(manifest.security, base)
 
+    @staticmethod
+    def needs_plan(grants: Grants) -> bool:
+        """Calls under ``grants`` get directories or environment (:meth:`plan_call`)."""
+        return grants.fs != "none" or bool(grants.paths) or bool(grants.env)
+
     async def plan_call(
         self, record: ToolRecord, grants: Grants, limits: Limits, peer: Peer | None
     ) -> CallPlan | None:
@@ -394,7 +399,7 @@ class Security:
         Raises:
             PolicyDenied: a path grant no longer points at the granted directory.
         """
-        if grants.fs == "none" and not grants.paths and not grants.env:
+        if not self.needs_plan(grants):
             return None
         digest = None
         if grants.fs == "read-only":

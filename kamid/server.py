@@ -13,6 +13,7 @@ import math
 import os
 import socket as stdsocket
 import struct
+import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -41,7 +42,15 @@ if TYPE_CHECKING:
 
     from kamid.config import ServerConfig
 
-__all__ = ["Dispatcher", "LineHandler", "Peer", "RequestContext", "Server", "bind_unix_socket"]
+__all__ = [
+    "Dispatcher",
+    "FastLane",
+    "LineHandler",
+    "Peer",
+    "RequestContext",
+    "Server",
+    "bind_unix_socket",
+]
 
 log = logging.getLogger("kamid.server")
 
@@ -99,6 +108,19 @@ class RequestContext:
         """Sends one raw JSON-RPC frame (an upgraded connection's own protocol)."""
         await self._connection.send(message)
 
+    def reply_from_thread(self, message: Any) -> None:
+        """Sends the answer of a request taken by a :class:`FastLane`, from any thread.
+
+        Written at once when the socket takes it (the usual case); otherwise the rest is
+        queued and the trio side finishes it, still before any later frame.
+        """
+        self._connection.write_threadsafe(encode_frame(message))
+
+    def done(self) -> None:
+        """A request taken by a :class:`FastLane` is over (trio thread): its connection
+        may take another one, and a stopping daemon stops waiting for it."""
+        self._connection.request_done()
+
     @property
     def draining(self) -> bool:
         """The daemon is stopping: new work should be refused."""
@@ -130,6 +152,22 @@ class LineHandler(Protocol):
         """Serves an upgraded connection's lines; the connection closes when it returns.
 
         Cancelled when the peer disconnects or the daemon stops.
+        """
+        ...
+
+
+class FastLane(Protocol):
+    #: Bytes every request it may take contains (``b'"tools.exec"'``): other lines are
+    #: not even parsed twice.
+    marker: bytes
+
+    def offer(self, message: dict[str, Any], ctx: RequestContext) -> bool:
+        """Takes a request whose whole answer it can produce without trio (True), or
+        leaves it to the dispatcher (False, with nothing changed).
+
+        A taken request must end with ``ctx.reply_from_thread(answer)`` and then
+        ``ctx.done()`` on the trio thread. Only well-formed requests with an id are
+        offered, never while the daemon drains.
         """
         ...
 
@@ -191,6 +229,54 @@ async def _refuse(stream: trio.SocketStream, error: KamiError) -> None:
     await stream.aclose()
 
 
+class _Writer:
+    """A connection's outgoing bytes, written from the trio thread or a call thread.
+
+    Each frame is written whole or queued whole behind what is already queued, under
+    one lock, so frames never interleave. Once closed (before the socket's descriptor
+    is), writes are dropped: a late answer never reaches a reused descriptor.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._backlog = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> bool:
+        """Writes what the socket takes now; True when nothing is left queued."""
+        with self._lock:
+            if self.closed:
+                return True
+            if self._backlog:
+                self._backlog += data
+                return False
+            self._backlog += data[self._send(data) :]
+            return not self._backlog
+
+    def flush(self) -> bool:
+        """Writes queued bytes; True when none are left."""
+        with self._lock:
+            if self._backlog and not self.closed:
+                del self._backlog[: self._send(self._backlog)]
+            return self.closed or not self._backlog
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._backlog.clear()
+
+    def _send(self, data: bytes | bytearray) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # the peer is gone; its reader sees EOF and closes
+            self.closed = True
+            self._backlog.clear()
+            return len(data)
+
+
 class _Connection:
     def __init__(self, server: Server, stream: trio.SocketStream, peer: Peer) -> None:
         self.server = server
@@ -204,19 +290,45 @@ class _Connection:
         self.upgrade: LineHandler | None = None
         self._lines: trio.MemorySendChannel[bytes] | None = None
         self._nursery: trio.Nursery | None = None
+        self._writer = _Writer(stream.socket.fileno())
+        self._token = trio.lowlevel.current_trio_token()
 
     async def send(self, message: Any) -> None:
         if self._closed:
             return
-        data = encode_frame(message)
-        async with self._send_lock:
+        if not self._writer.write(encode_frame(message)):
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Writes the queued bytes as the peer reads them; drops a peer that stops."""
+        async with self._send_lock:  # one task waits for the socket at a time
             try:
                 with trio.fail_after(SEND_TIMEOUT_S):
-                    await self.stream.send_all(data)
+                    while not self._writer.flush():
+                        await trio.lowlevel.wait_writable(self.stream.socket)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-                self._closed = True
-                log.info("peer pid=%s stopped reading; dropping its connection", self.peer.pid)
-                await self.stream.aclose()
+                if not self._closed:
+                    log.info("peer pid=%s stopped reading; dropping its connection", self.peer.pid)
+                await self._close()
+
+    async def _close(self) -> None:
+        self._closed = True
+        self._writer.close()  # before the descriptor goes: late answers are dropped
+        await self.stream.aclose()
+
+    def write_threadsafe(self, data: bytes) -> None:
+        if not self._writer.write(data):
+            self._token.run_sync_soon(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._nursery is not None and not self._closed:
+            with contextlib.suppress(RuntimeError):  # the connection is closing
+                self._nursery.start_soon(self._drain)
+
+    def request_done(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+        self.server._request_done()
 
     async def serve(self) -> None:
         config = self.server.config
@@ -266,13 +378,15 @@ class _Connection:
                         continue
                     await self._slots.acquire()
                     self.in_flight += 1
+                    if self.server.offer_fast(line, self):
+                        continue
                     nursery.start_soon(self._serve_line, line)
             nursery.cancel_scope.cancel()
         if farewell is not None and not self._closed:
             self._closed = True
+            self._writer.close()
             await _refuse(self.stream, farewell)
-        self._closed = True
-        await self.stream.aclose()
+        await self._close()
 
     async def _serve_line(self, line: bytes) -> None:
         try:
@@ -325,6 +439,8 @@ class Server:
         self._idle = trio.Event()
         self._idle.set()
         self._allowed_uids = {os.getuid(), *config.allowed_uids}
+        #: Takes the requests it can answer without the dispatcher (``tools.exec``).
+        self.fast_lane: FastLane | None = None
 
     def reconfigure(self, config: ServerConfig) -> None:
         """New limits and timeouts (SIGHUP): for new connections, and the next stop."""
@@ -392,6 +508,27 @@ class Server:
             await conn.serve()
         finally:
             self.connections -= 1
+
+    def offer_fast(self, line: bytes, connection: _Connection) -> bool:
+        """Gives ``line`` to the fast lane if it is a request it may take; True if taken."""
+        lane = self.fast_lane
+        if lane is None or self.draining or lane.marker not in line:
+            return False
+        try:
+            message = decode_frame(line)
+        except KamiError:
+            return False  # the dispatcher path answers with the parse error
+        if not (
+            isinstance(message, dict)
+            and message.get("jsonrpc") == "2.0"
+            and isinstance(message.get("id"), (int, str))
+            and not isinstance(message.get("id"), bool)
+        ):
+            return False
+        if not lane.offer(message, RequestContext(connection)):
+            return False
+        self._request_begin()
+        return True
 
     def _request_begin(self) -> None:
         self.in_flight += 1

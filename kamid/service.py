@@ -6,6 +6,7 @@ operations go through :meth:`KamiService._io`, wasm through the executor.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -19,6 +20,7 @@ import attrs
 import trio
 
 from kamid import __version__
+from kamid.audit import call_row
 from kamid.capabilities import component_imports
 from kamid.hostapi import HostContext, NetSession, Network
 from kamid.mcp import McpHub
@@ -35,25 +37,31 @@ from kamid.protocol import (
     InspectToolResult,
     InstallToolParams,
     InstallToolResult,
+    InternalError,
     InvalidParams,
     InvalidTool,
     KamiError,
     ListToolsParams,
     ListToolsResult,
-    LogLine,
     Manifest,
     RunWasmParams,
     ToolSummary,
     UninstallToolParams,
     UninstallToolResult,
+    Usage,
+    converter,
     load_manifest,
+    make_error,
+    make_result,
+    structure_params,
 )
 from kamid.registry import SupplyService, directory_provenance
 from kamid.sandbox import with_timeout
 from kamid.scheduler import Scheduler
 from kamid.secrets import Secrets
 from kamid.security import Security
-from kamid.store import ToolRecord
+from kamid.store import AuditRow, ToolRecord
+from kamid.toollog import ToolLogs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -102,8 +110,10 @@ class KamiService:
         self.request_stop: Callable[[], None] = lambda: None
         # apsw serialises anyway; one thread keeps install transactions strictly ordered.
         self._io_limiter = trio.CapacityLimiter(1)
-        self._resolved: dict[str, tuple[int, tuple[ToolRecord, Manifest, Grants]]] = {}
+        self._resolved: dict[str, _Target] = {}
         self._install_lock = trio.Lock()
+        #: Per-tool log files, kept open (kamid/toollog.py).
+        self.tool_logs = ToolLogs(paths.tool_logs)
         #: Grants, the audit log and call sandboxes (kamid/security.py).
         self.security = Security(paths=paths, config=config, store=store, io=self._io)
         self.security.config_changed = functools.partial(setattr, self, "config")
@@ -328,51 +338,158 @@ class KamiService:
         if all(r.sha256 != sha256 for r in records):
             await self._io(self.executor.forget, sha256)
 
-    async def _resolve_for_call(self, name: str) -> tuple[ToolRecord, Manifest, Grants]:
-        """The tool, its manifest and grants; cached until anything in the store changes.
+    def _cached_target(self, name: str) -> _Target | None:
+        """The call target of ``name`` if cached and still current (no I/O)."""
+        hit = self._resolved.get(name)
+        if hit is None or hit.generation != self.store.generation or hit.config is not self.config:
+            return None
+        return hit
+
+    async def _resolve_for_call(self, name: str) -> _Target:
+        """The tool as its calls need it; cached until anything in the store (or the
+        config) changes.
 
         Saves a thread hop and two cattrs conversions on every call. The generation is read
         before the store is, so a change racing the read makes the entry stale, not wrong.
         """
-        generation = self.store.generation
-        hit = self._resolved.get(name)
-        if hit is not None and hit[0] == generation:
-            return hit[1]
+        hit = self._cached_target(name)
+        if hit is not None:
+            return hit
+        generation, config = self.store.generation, self.config
         record = await self._io(self.store.resolve, name)
-        entry = (record, Manifest.from_dict(record.manifest), Grants.from_dict(record.grants))
+        manifest, grants = Manifest.from_dict(record.manifest), Grants.from_dict(record.grants)
+        target = _Target(
+            record=record,
+            manifest=manifest,
+            grants=grants,
+            limits=self.security.limits_for(manifest, grants),
+            wasm_path=self.store.blob_path(record.sha256),
+            plain=not self.security.needs_plan(grants),
+            generation=generation,
+            config=config,
+        )
         if len(self._resolved) >= 1024:
             self._resolved.clear()
-        self._resolved[name] = (generation, entry)
-        return entry
+        self._resolved[name] = target
+        return target
+
+    def _net(self, target: _Target, limits: Limits) -> NetSession | None:
+        return self.network.session(
+            tool_id=target.record.id,
+            grants=target.grants,
+            secrets=target.manifest.security.secrets,
+            values=self.secrets.values(target.record.id),
+            timeout_ms=limits.timeout_ms,
+        )
 
     async def tools_exec(self, p: ExecToolParams, ctx: RequestContext) -> Any:
-        record, manifest, grants = await self._resolve_for_call(p.tool)
+        target = await self._resolve_for_call(p.tool)
+        record = target.record
         await self.supply.check_exec(record)  # [supply_chain].require_signatures
-        limits = with_timeout(self.security.limits_for(manifest, grants), p.timeout_ms)
+        limits = with_timeout(target.limits, p.timeout_ms)
         if self.executor.cache_state(record.sha256) == "none":
             # About to compile from the blob: make sure it is what was installed.
             await self._io(self.store.verify_blob, record.sha256)
-        wasm_path = self.store.blob_path(record.sha256)
-        plan = await self.security.plan_call(record, grants, limits, ctx.peer)
+        plan = None
+        if not target.plain:
+            plan = await self.security.plan_call(record, target.grants, limits, ctx.peer)
         return await self._call(
             record.id,
             record.version,
             record.sha256,
-            wasm_path,
+            target.wasm_path,
             p.input,
             limits,
             plan=plan,
             peer=ctx.peer,
             caller=p.caller,
             priority=p.priority,
-            net=self.network.session(
-                tool_id=record.id,
-                grants=grants,
-                secrets=manifest.security.secrets,
-                values=self.secrets.values(record.id),
-                timeout_ms=limits.timeout_ms,
-            ),
+            net=self._net(target, limits),
         )
+
+    # The fast lane (kamid.server.FastLane): the common tools.exec without a trio task.
+    marker = b'"tools.exec"'
+
+    def offer(self, message: dict[str, Any], ctx: RequestContext) -> bool:
+        """Takes a ``tools.exec`` that can run at once, exactly as :meth:`tools_exec`
+        would run it, with the call thread answering the client itself.
+
+        Anything else stays with the dispatcher (which gives the same answer, slower):
+        a tool not resolved yet or changed since, one that needs a sandbox plan, a
+        component not in memory or on disk yet, ``require_signatures``, worker
+        processes, and a call that would have to wait for a slot or be refused.
+        """
+        if message.get("method") != "tools.exec" or self.executor.pool is not None:
+            return False
+        try:
+            p = structure_params(message.get("params"), ExecToolParams, method="tools.exec")
+        except KamiError:
+            return False
+        target = self._cached_target(p.tool)
+        if (
+            target is None
+            or not target.plain
+            or self.supply.settings.require_signatures
+            or self.executor.cache_state(target.record.sha256) == "none"
+        ):
+            return False
+        record = target.record
+        ticket = self.scheduler.try_admit(record.id, priority=p.priority)
+        if ticket is None:
+            return False
+        limits = with_timeout(target.limits, p.timeout_ms)
+        call = _Call(record, p.input, peer=ctx.peer, caller=p.caller, net=self._net(target, limits))
+        request_id = message["id"]
+        token = trio.lowlevel.current_trio_token()
+        engine = self.engine
+
+        def run() -> None:  # on a call thread
+            outcome: CallOutcome | None = None
+            error: KamiError | None = None
+            try:
+                outcome = engine.call(
+                    record.sha256, target.wasm_path, call.text, limits=limits, host=call.host
+                )
+            except KamiError as exc:
+                error = exc
+            except Exception:
+                log.exception("unexpected error running %s", record.id)
+                error = InternalError("kamid hit an internal error; details are in its log")
+            # Recorded before the answer leaves: whoever reads the audit or tool log
+            # after seeing it finds this call there. The audit writer is woken by
+            # finish(), the one wake-up of the trio thread, after the answer left.
+            try:
+                self.security.audit.record_from_thread(self._settle(call, outcome, error))
+                if error is None:
+                    assert outcome is not None
+                    result = converter.unstructure(call.result(outcome))
+                    reply = make_result(request_id, result)
+                else:
+                    reply = make_error(request_id, error)
+            except Exception:
+                log.exception("unexpected error recording a call of %s", record.id)
+                error = InternalError("kamid hit an internal error; details are in its log")
+                reply = make_error(request_id, error)
+            try:
+                ctx.reply_from_thread(reply)
+            finally:
+                token.run_sync_soon(finish, outcome, error)
+
+        def finish(outcome: CallOutcome | None, error: KamiError | None) -> None:  # trio
+            # A callback of run_sync_soon must not raise: that would end the daemon.
+            try:
+                self.security.audit.wake()
+                ticket.usage = outcome.usage if outcome is not None else _error_usage(error)
+                self.scheduler.finished(ticket, "ok" if error is None else error.kind)
+                self._count(error)
+            except Exception:
+                log.exception("recording a finished call of %s failed", record.id)
+            finally:
+                ctx.done()
+
+        self.calls_in_flight += 1
+        self.executor.submit(run)
+        return True
 
     async def wasm_run(self, p: RunWasmParams, ctx: RequestContext) -> Any:
         path = Path(p.path)
@@ -402,65 +519,143 @@ class KamiService:
         net: NetSession | None = None,
         priority: Priority = "interactive",
     ) -> ExecToolResult:
-        host = HostContext(tool_id=tool_id, net=net)
-        for note in plan.notes if plan else ():
-            host.log("warn", note)
-        text = json.dumps(value)
-        audit = functools.partial(
-            self.security.audit.record_call,
-            action=action,
-            tool=tool_id,
-            version=version,
-            sha256=sha256,
+        call = _Call(
+            _Named(tool_id, version, sha256),
+            value,
             peer=peer,
             caller=caller,
-            input_text=text,
-            host=host,
+            net=net,
+            action=action,
+            notes=plan.notes if plan else (),
         )
         self.calls_in_flight += 1
+        outcome: CallOutcome | None = None
+        error: KamiError | None = None
         try:
             async with self.scheduler.admit(tool_id, priority=priority) as ticket:
-                outcome: CallOutcome = await self.executor.call(
+                outcome = await self.executor.call(
                     sha256,
                     wasm_path,
-                    text,
+                    call.text,
                     limits=limits,
-                    host=host,
+                    host=call.host,
                     sandbox=plan.sandbox if plan else None,
                 )
                 ticket.usage = outcome.usage
             await self.security.check_after(tool_id, plan, outcome.usage)
         except KamiError as exc:
-            self.calls_failed += 1
-            audit(usage=None, error=exc)
-            await self._write_tool_log(tool_id, host.logs, error=exc.message)
+            error = exc
             raise
         finally:
-            self.calls_in_flight -= 1
-        self.calls_served += 1
-        audit(usage=outcome.usage)
-        if outcome.logs:
-            await self._write_tool_log(tool_id, outcome.logs)
+            if outcome is not None or error is not None:
+                self.security.audit.record(self._settle(call, outcome, error))
+                self._count(error)
+            else:
+                self.calls_in_flight -= 1  # cancelled or a daemon bug: not a call
+        return call.result(outcome)
+
+    def _count(self, error: KamiError | None) -> None:
+        self.calls_in_flight -= 1
+        if error is None:
+            self.calls_served += 1
+        else:
+            self.calls_failed += 1
+
+    def _settle(
+        self, call: _Call, outcome: CallOutcome | None, error: KamiError | None
+    ) -> AuditRow:
+        """Writes the call's tool-log lines and returns its audit row (any thread)."""
+        lines = outcome.logs if outcome is not None else call.host.logs
+        if lines or error is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            text = "".join(f"{stamp} {line.level} {line.message}\n" for line in lines)
+            if error is not None:
+                text += f"{stamp} failed {error.message}\n"
+            self.tool_logs.append(call.tool.id, text)
+        return call.row(outcome, error)
+
+
+@attrs.frozen
+class _Target:
+    """A tool as its calls need it (:meth:`KamiService._resolve_for_call`)."""
+
+    record: ToolRecord
+    manifest: Manifest
+    grants: Grants
+    #: Before the call's own ``timeout_ms``.
+    limits: Limits
+    wasm_path: Path
+    #: Its calls need no sandbox plan (no filesystem, path or environment grant).
+    plain: bool
+    #: The store generation and the config this was computed under.
+    generation: int
+    config: DaemonConfig
+
+
+@attrs.frozen
+class _Named:
+    """What a call's records name: a tool, or an ad-hoc component (``wasm.run``)."""
+
+    id: str
+    version: str
+    sha256: str
+
+
+class _Call:
+    """One call's host context and input, and what is recorded about it, whichever path
+    (dispatcher or fast lane) runs it."""
+
+    def __init__(
+        self,
+        tool: ToolRecord | _Named,
+        value: Any,
+        *,
+        peer: Peer | None,
+        caller: CallerInfo | None,
+        net: NetSession | None,
+        action: str = "exec",
+        notes: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.tool = tool
+        self.peer = peer
+        self.caller = caller
+        self.action = action
+        self.host = HostContext(tool_id=tool.id, net=net)
+        for note in notes:
+            self.host.log("warn", note)
+        self.text = json.dumps(value)
+
+    def row(self, outcome: CallOutcome | None, error: KamiError | None) -> AuditRow:
+        return call_row(
+            action=self.action,
+            tool=self.tool.id,
+            version=self.tool.version,
+            sha256=self.tool.sha256,
+            peer=self.peer,
+            caller=self.caller,
+            input_text=self.text,
+            usage=outcome.usage if outcome is not None else None,
+            host=self.host,
+            error=error,
+        )
+
+    def result(self, outcome: CallOutcome | None) -> ExecToolResult:
+        assert outcome is not None
         return ExecToolResult(
             output=outcome.value,
             usage=outcome.usage,
             logs=outcome.logs,
-            tool=tool_id,
-            version=version,
+            tool=self.tool.id,
+            version=self.tool.version,
         )
 
-    async def _write_tool_log(
-        self, tool_id: str, lines: list[LogLine], *, error: str | None = None
-    ) -> None:
-        if not lines and error is None:
-            return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        text = "".join(f"{stamp} {line.level} {line.message}\n" for line in lines)
-        if error is not None:
-            text += f"{stamp} failed {error}\n"
-        # A short append to a local file costs a few µs; a thread hop costs ~0.1 ms and would
-        # queue behind store I/O on the single-slot limiter, on every call that logs.
-        _append(self.paths.tool_logs / f"{tool_id}.log", text)
+
+def _error_usage(error: KamiError | None) -> Usage | None:
+    usage = error.data.get("usage") if error is not None and error.data else None
+    if isinstance(usage, dict):
+        with contextlib.suppress(TypeError):
+            return Usage(**usage)
+    return None
 
 
 def _load_tool_dir(tool_dir: Path) -> Manifest:
@@ -470,12 +665,6 @@ def _load_tool_dir(tool_dir: Path) -> Manifest:
             "(to run a bare component once, use `kamictl run FILE.wasm`)"
         )
     return load_manifest(tool_dir)
-
-
-def _append(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(text)
 
 
 def _read_component(path: Path, build_dir: Path | None) -> bytes:

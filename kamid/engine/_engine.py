@@ -31,8 +31,8 @@ class Engine:
         aot_dir: the AOT cache directory (native code; safe to delete).
         aot_index: records the hash of each AOT file written; only recorded files load.
         lru_capacity: compiled components kept in memory.
-        tick_ms: epoch tick period; deadlines count calls of :meth:`tick`, which
-            something (the executor) must make every ``tick_ms``.
+        tick_ms: epoch tick period; deadlines count ticks, which the engine makes from
+            its own thread while calls run (never while idle).
     """
 
     def __init__(
@@ -118,8 +118,14 @@ class Engine:
         return self._runtime.run(loaded, input, limits, host, sandbox)
 
     def tick(self) -> None:
-        """Advances the epoch: one tick off every running call's deadline."""
+        """Advances the epoch: one tick off every running call's deadline (the engine
+        ticks by itself while calls run; this is one more)."""
         self._runtime.tick()
+
+    @property
+    def ticks(self) -> int:
+        """Ticks the engine's own ticker has made (none while idle)."""
+        return self._runtime.ticker.ticks
 
     def cache_state(self, sha256: str) -> Literal["memory", "disk", "none"]:
         """Where a call would find the component (the AOT file is not re-hashed here)."""

@@ -1,15 +1,16 @@
-"""Running the engine from trio: calls in worker threads or processes, and the epoch ticker."""
+"""Running the engine from trio: calls in worker threads or worker processes."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import TYPE_CHECKING, Literal
 
 import trio
 
+from ._threads import WorkerThreads
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from kamid.hostapi import HostContext
@@ -54,43 +55,27 @@ class Executor:
         #: Calls that can run at once.
         self.concurrency = process_workers if self.pool is not None else workers
         self._calls = trio.CapacityLimiter(self.concurrency)
-        # Calls in progress; the epoch only needs to tick while there are some.
-        self._active = 0
-        self._wake = trio.Event()
+        #: The threads calls run on (without worker processes).
+        self.threads = WorkerThreads(workers)
         # Compiling takes seconds and uses every core; one at a time, and apart from
         # calls so an install never holds a call slot hostage.
         self._compiles = trio.CapacityLimiter(1)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Ticks the engine's epoch every ``tick_ms`` until cancelled.
+        """Owns the worker processes, if any, until cancelled (which closes them and the
+        call threads).
 
-        Started (for ``nursery.start``) as soon as it ticks. Running calls count their
-        deadlines in these ticks, so it must run for as long as calls can; cancelling it
-        only stops the ticking. It sleeps while no call is in progress: an idle daemon
-        does not wake up every ``tick_ms``. With worker processes, it also owns the pool
-        (each worker ticks its own engine); cancelling it closes the workers.
+        Started (for ``nursery.start``) once the workers are ready. The epoch is not
+        ticked here: each engine ticks itself from a thread while it runs calls.
         """
-        interval = self.engine.tick_ms / 1000
         async with trio.open_nursery() as nursery:
             if self.pool is not None:
                 await nursery.start(self.pool.run)
             task_status.started()
-            while True:
-                if not self._active:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    continue
-                await trio.sleep(interval)
-                self.engine.tick()
-
-    @contextlib.contextmanager
-    def _in_progress(self) -> Iterator[None]:
-        self._active += 1
-        self._wake.set()
-        try:
-            yield
-        finally:
-            self._active -= 1
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.threads.close()
 
     def cache_state(self, sha256: str) -> Literal["memory", "disk", "none"]:
         """Where a call would find the component: :meth:`Engine.cache_state`, and with
@@ -138,17 +123,24 @@ class Executor:
         """
         if self.pool is not None:
             async with self._calls:
-                with self._in_progress():  # a host function may run a call in this process
-                    return await self.pool.call(
-                        sha256, wasm_path, input, limits=limits, host=host, sandbox=sandbox
-                    )
-        fn = functools.partial(self.engine.call, limits=limits, host=host)
+                return await self.pool.call(
+                    sha256, wasm_path, input, limits=limits, host=host, sandbox=sandbox
+                )
+        fn = functools.partial(self.engine.call, sha256, wasm_path, input, limits=limits, host=host)
         if sandbox is not None:
             fn = functools.partial(fn, sandbox=sandbox)
-        with self._in_progress():
-            return await trio.to_thread.run_sync(
-                fn, sha256, wasm_path, input, limiter=self._calls, abandon_on_cancel=False
-            )
+        return await self.threads.run(fn)
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        """Runs ``job`` (which calls :attr:`engine` and reports its own outcome) on a call
+        thread, without trio; False when calls run in worker processes instead.
+
+        The caller must have admitted the call (the scheduler bounds how many run).
+        """
+        if self.pool is not None:
+            return False
+        self.threads.submit(job)
+        return True
 
     async def precompile(self, sha256: str, wasm_path: Path) -> CompileReport:
         """:meth:`Engine.precompile` in a worker thread; cancellation waits for it.

@@ -35,6 +35,7 @@ from ._component import (
     initial_memory_bytes,
 )
 from ._outcome import CallOutcome, CallState, failure, finish
+from ._ticker import EpochTicker
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,8 +92,8 @@ class Runtime:
     """The wasmtime engine and linker, and running one call on a fresh store. Thread-safe.
 
     Args:
-        tick_ms: epoch tick period; deadlines are counted in calls of :meth:`tick`, which
-            something (the executor) must make every ``tick_ms``.
+        tick_ms: epoch tick period; deadlines are counted in ticks, which :attr:`ticker`
+            makes from its own thread while a call runs (never while idle).
     """
 
     def __init__(self, *, tick_ms: int) -> None:
@@ -108,6 +109,8 @@ class Runtime:
         settings = json.dumps([WASMTIME_VERSION, platform.machine(), _SETTINGS], sort_keys=True)
         #: Names the wasmtime version and settings in AOT cache keys.
         self.key_suffix = f"{WASMTIME_VERSION}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+        #: Ticks the epoch from its own thread while calls run.
+        self.ticker = EpochTicker(self.tick, tick_ms / 1000)
 
     def tick(self) -> None:
         self._engine.increment_epoch()
@@ -146,6 +149,7 @@ class Runtime:
         result: Any = None
         error: wasmtime.WasmtimeError | None = None
         linked = False
+        self.ticker.enter()
         try:
             instance = self._linker.instantiate(store, loaded.component)
             linked = True
@@ -155,6 +159,7 @@ class Runtime:
         except wasmtime.WasmtimeError as exc:
             error = exc
         finally:
+            self.ticker.leave()
             wall_ms = (time.perf_counter() - started) * 1000
             _current.state = outer
             fuel_left = store.get_fuel()

@@ -2,7 +2,7 @@
 
 ``python -m kamid.engine._worker FD AOT_DIR LRU_CAPACITY TICK_MS``: FD is this process's
 end of a socketpair with the daemon. The worker has its own engine (its own LRU, the
-shared AOT directory) and ticker thread, and runs one call at a time. Whatever a call
+shared AOT directory, which ticks its own epoch), and runs one call at a time. Whatever a call
 needs from the daemon goes back over the same socket while the call runs: the AOT index
 (only files whose hash the daemon recorded are loaded) and every ``kami:tool`` host
 function except logging, so grants, network policy, secrets and the key-value store stay
@@ -24,8 +24,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +155,7 @@ class _RemoteHost:
         return forward
 
 
-def _serve(channel: _Channel, engine: Any, running: threading.Event) -> None:
+def _serve(channel: _Channel, engine: Any) -> None:
     while True:
         try:
             message = channel.receive()
@@ -169,7 +167,6 @@ def _serve(channel: _Channel, engine: Any, running: threading.Event) -> None:
         _, sha256, wasm_path, text, limits, tool_id, caps, sandbox = message
         host = _RemoteHost(channel, tool_id=tool_id, max_log_lines=caps[0], max_line_chars=caps[1])
         extra = {} if sandbox is None else {"sandbox": sandbox}
-        running.set()
         try:
             outcome = engine.call(sha256, Path(wasm_path), text, limits=limits, host=host, **extra)
         except KamiError as exc:
@@ -179,8 +176,6 @@ def _serve(channel: _Channel, engine: Any, running: threading.Event) -> None:
             reply = ("error", error_to_wire(error))
         else:
             reply = ("ok", outcome)
-        finally:
-            running.clear()
         channel.send((*reply, list(host.logs), host.host_calls, engine.statistics()))
 
 
@@ -198,17 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         lru_capacity=lru_capacity,
         tick_ms=tick_ms,
     )
-    running = threading.Event()
-
-    def tick() -> None:
-        # Only while a call runs: an idle worker does not wake up every tick_ms.
-        while running.wait():
-            time.sleep(tick_ms / 1000)
-            engine.tick()
-
-    threading.Thread(target=tick, name="kami-epoch", daemon=True).start()
     channel.send(("ready", os.getpid(), engine.statistics()))
-    _serve(channel, engine, running)
+    _serve(channel, engine)
     return 0
 
 

@@ -1,9 +1,8 @@
-"""Engine fixtures: WAT components on disk, a dict-backed AOT index, an epoch ticker."""
+"""Engine fixtures: WAT components on disk, a dict-backed AOT index, an engine."""
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from kamid.hostapi import HostContext
 from kamid.sandbox import Limits
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -67,20 +66,9 @@ def aot_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def engine(aot_dir: Path, index: DictIndex) -> Iterator[Engine]:
-    """An engine whose epoch is ticked by a thread, as the executor would."""
-    engine = Engine(aot_dir=aot_dir, aot_index=index, tick_ms=5)
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(engine.tick_ms / 1000):
-            engine.tick()
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    yield engine
-    stop.set()
-    ticker.join()
+def engine(aot_dir: Path, index: DictIndex) -> Engine:
+    """An engine with a short tick (it ticks its own epoch while calls run)."""
+    return Engine(aot_dir=aot_dir, aot_index=index, tick_ms=5)
 
 
 def host(tool_id: str = "dev.test.tool") -> HostContext:

@@ -35,6 +35,15 @@ def test_echo_returns_output_usage_and_no_logs(engine: Engine, wasm: Callable[[s
     assert usage.host_calls == 0
 
 
+def test_every_call_runs_on_a_fresh_instance(engine: Engine, wasm: Callable[[str], Wasm]) -> None:
+    counter = wasm("counter")  # answers 1 on a fresh instance, 2 on one used before
+    answers = [
+        engine.call(counter.sha256, counter.path, "{}", limits=FAST, host=host()).value
+        for _ in range(5)
+    ]
+    assert answers == [1] * 5
+
+
 def test_err_becomes_tool_failed_with_the_tools_message(
     engine: Engine, wasm: Callable[[str], Wasm]
 ) -> None:

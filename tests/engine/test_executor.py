@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def quiet_engine(aot_dir: Path, index: DictIndex) -> Engine:
-    """An engine nobody ticks except the executor under test."""
+    """An engine of its own for the executor under test."""
     return Engine(aot_dir=aot_dir, aot_index=index, tick_ms=5)
 
 
@@ -72,27 +72,19 @@ async def test_the_ticker_enforces_deadlines_while_the_loop_runs(
     assert beats >= 5  # the loop kept running while wasm spun in a thread
 
 
-async def test_without_the_ticker_no_deadline_fires(
+async def test_the_engine_ticks_its_own_deadlines(
     quiet_engine: Engine, wasm: Callable[[str], Wasm]
 ) -> None:
-    # The control for the test above: the deadline really is the executor's ticking.
+    # Nothing else ticks (no executor.run, no test thread): the engine's own ticker ends
+    # a spinning call at its deadline, and stops once no call runs.
     loop = wasm("loop")
-    limits = attrs.evolve(FAST, timeout_ms=10, fuel=10**15)
+    limits = attrs.evolve(FAST, timeout_ms=50, fuel=10**15)
     executor = Executor(quiet_engine)
-    done = trio.Event()
-
-    async def call() -> None:
-        with pytest.raises(LimitExceeded):
-            await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=host())
-        done.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(call)
-        await trio.sleep(0.3)
-        assert not done.is_set()
-        await nursery.start(executor.run)  # now it ticks, and the call ends
-        await done.wait()
-        nursery.cancel_scope.cancel()
+    assert quiet_engine.ticks == 0
+    with trio.fail_after(10), pytest.raises(LimitExceeded) as info:
+        await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=host())
+    assert info.value.data["limit"] == "timeout_ms"
+    assert quiet_engine.ticks >= 50 // quiet_engine.tick_ms
 
 
 async def test_cancelling_a_call_waits_for_its_deadline(

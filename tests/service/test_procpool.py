@@ -218,28 +218,28 @@ async def test_a_cancelled_call_still_delivers_its_outcome(
     assert list(executor.pool.workers().values()) == ["idle", "idle"]
 
 
-async def test_an_idle_executor_does_not_tick(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_an_idle_executor_does_not_tick(tmp_path: Path) -> None:
     # A daemon runs for weeks, mostly idle: it must not wake up every tick_ms for nothing.
-    engine = Engine(aot_dir=tmp_path / "aot", aot_index=DictIndex(), tick_ms=5)
-    ticks = 0
-    tick = engine.tick
-
-    def counting_tick() -> None:
-        nonlocal ticks
-        ticks += 1
-        tick()
-
-    engine.tick = counting_tick  # type: ignore[method-assign]
+    engine = Engine(aot_dir=tmp_path / "aot", aot_index=DictIndex(), tick_ms=2)
     executor = Executor(engine)
-    echo = wasm(tmp_path, "echo")
+    echo, loop = wasm(tmp_path, "echo"), wasm(tmp_path, "loop")
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)
-        await trio.sleep(60)
-        assert ticks == 0
+        await trio.sleep(0.2)  # 100 ticks' worth
+        assert engine.ticks == 0
+        # A call that runs into its deadline: the engine ticked while it ran.
+        with pytest.raises(LimitExceeded):
+            await executor.call(
+                loop.sha256,
+                loop.path,
+                "x",
+                limits=attrs.evolve(FAST, fuel=10**15),
+                host=HostContext(tool_id="t"),
+            )
+        assert engine.ticks > 0
         await executor.call(echo.sha256, echo.path, "1", limits=FAST, host=HostContext(tool_id="e"))
-        after_call = ticks
-        await trio.sleep(60)
-        assert ticks <= after_call + 1
+        await trio.sleep(0.05)  # lets a tick that was already sleeping land
+        after_calls = engine.ticks
+        await trio.sleep(0.2)
+        assert engine.ticks == after_calls
         nursery.cancel_scope.cancel()

@@ -1,0 +1,95 @@
+"""The fast lane (``tools.exec`` answered by the call thread): same answers as the
+dispatcher, whole frames under back-pressure, and nothing recorded late."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from kamid.protocol import NotFound, ToolFailed
+from tests.conftest import make_tool, wat_component
+
+from .test_socket import connect, read_message, send
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.conftest import Daemon
+
+
+def _exec(i: int, value: Any, tool: str = "dev.test.echo") -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": i,
+        "method": "tools.exec",
+        "params": {"tool": tool, "input": value},
+    }
+
+
+def test_answers_match_the_dispatchers(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+    buf = bytearray()
+    with connect(daemon) as sock:
+        # The first call resolves the tool through the dispatcher; later ones take the
+        # fast lane (the tool is cached and compiled). Errors too: the tool fails on
+        # input that is not JSON... which the wire cannot send, so use an unknown tool.
+        replies = []
+        for i in range(4):
+            send(sock, _exec(i, {"n": i}))
+            replies.append(read_message(sock, buf))
+        send(sock, _exec(9, {}, tool="dev.test.nope"))
+        missing = read_message(sock, buf)
+    first, *rest = replies
+    for i, reply in enumerate(replies):
+        assert reply["id"] == i
+        assert reply["result"]["output"] == {"n": i}
+    shape = {k: sorted(v) if isinstance(v, dict) else v for k, v in first["result"].items()}
+    for reply in rest:
+        result = reply["result"]
+        assert sorted(result) == sorted(first["result"])
+        assert sorted(result["usage"]) == sorted(first["result"]["usage"])
+        assert (result["tool"], result["version"], result["logs"]) == (
+            shape["tool"],
+            shape["version"],
+            shape["logs"],
+        )
+    assert missing["error"]["code"] == NotFound.code
+
+
+def test_big_answers_stay_whole_when_the_client_reads_late(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+    daemon.call("tools.exec", {"tool": "dev.test.echo", "input": 0})  # resolved and cached
+    big = "x" * 50_000  # echo.wat has one page; 24 of these are far more than a socket holds
+    buf = bytearray()
+    with connect(daemon) as sock:
+        for i in range(24):
+            send(sock, _exec(i, {"i": i, "big": big}))
+        send(sock, {"jsonrpc": "2.0", "id": "status", "method": "daemon.status"})
+        time.sleep(1.0)  # nobody reads: answers queue up behind a full socket
+        replies = {}
+        for _ in range(25):
+            reply = read_message(sock, buf)
+            replies[reply["id"]] = reply
+    assert sorted(replies, key=str) == sorted([*range(24), "status"], key=str)
+    for i in range(24):
+        assert "result" in replies[i], str(replies[i])[:300]
+        assert replies[i]["result"]["output"] == {"i": i, "big": big}
+    assert replies["status"]["result"]["calls_served"] >= 1
+    assert daemon.call("daemon.status")["calls_in_flight"] == 0
+
+
+def test_audit_and_tool_log_have_the_call_before_its_answer(daemon: Daemon, tmp_path: Path) -> None:
+    err = make_tool(tmp_path, wat_component("err.wat"), tool_id="dev.test.err")
+    daemon.call("tools.install", {"path": str(err)})
+    buf = bytearray()
+    log_path = daemon.paths.tool_logs / "dev.test.err.log"
+    with connect(daemon) as sock:
+        for i in range(20):
+            send(sock, _exec(i, {}, tool="dev.test.err"))
+            assert read_message(sock, buf)["error"]["code"] == ToolFailed.code
+            # The failure is in the tool log and the audit log when the answer arrives.
+            assert log_path.read_text().count("failed the tool failed on purpose") == i + 1
+            send(sock, {"jsonrpc": "2.0", "id": "a", "method": "audit.list", "params": {}})
+            entries = read_message(sock, buf)["result"]["entries"]
+            assert sum(e["action"] == "exec" for e in entries) == i + 1
+            assert entries[0]["outcome"] == "tool_failed"
