@@ -23,11 +23,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import attrs
 
-from kamid.protocol import MANIFEST_NAME, BuildSpec, InvalidTool, load_manifest
+from kamid.protocol import (
+    COMPONENT_PREAMBLE,
+    MANIFEST_NAME,
+    BuildSpec,
+    InvalidTool,
+    load_manifest,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -40,9 +46,6 @@ __all__ = [
     "ensure_js_toolchain",
     "toolchain_dir",
 ]
-
-#: Every component starts with this: the wasm magic, version 0x0d and layer 1 (component).
-COMPONENT_PREAMBLE: Final = b"\0asm\x0d\x00\x01\x00"
 
 _HERE = Path(__file__).parent
 _JS_PACKAGE = "@bytecodealliance/componentize-js"

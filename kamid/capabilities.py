@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kamid.grants import ASSETS_GUEST, SANDBOX_GUEST
-from kamid.protocol import Capability, PolicyDenied
+from kamid.protocol import COMPONENT_PREAMBLE, Capability, PolicyDenied
 from kamid.sandbox import MiB
+from kamid.wasmbin import leb128, sections
 
 if TYPE_CHECKING:
     from kamid.protocol import Grants, SecurityRequests
@@ -138,34 +139,20 @@ def capabilities(
     return out
 
 
-_COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
-
-
-def _leb(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
 def _skip_extern(buf: memoryview, pos: int) -> int | None:
     """Skips one ``externdesc``; None when it is not one this parser knows."""
     sort = buf[pos]
     pos += 1
     if sort == 0x00:  # core module: 0x11 typeidx
-        return _leb(buf, pos + 1)[1] if buf[pos] == 0x11 else None
+        return leb128(buf, pos + 1)[1] if buf[pos] == 0x11 else None
     if sort in (0x01, 0x04, 0x05):  # func, component, instance: a type index
-        return _leb(buf, pos)[1]
+        return leb128(buf, pos)[1]
     tag = buf[pos]
     pos += 1
     if sort == 0x02 and tag in (0x00, 0x01):  # value: eq index, or a value type
-        return _leb(buf, pos)[1]
+        return leb128(buf, pos)[1]
     if sort == 0x03 and tag == 0x00:  # type: eq index
-        return _leb(buf, pos)[1]
+        return leb128(buf, pos)[1]
     if sort == 0x03 and tag == 0x01:  # type: sub resource
         return pos
     return None
@@ -179,26 +166,22 @@ def component_imports(wasm: bytes | memoryview) -> list[str] | None:
     wasmtime's own answer after compiling.
     """
     buf = memoryview(wasm)
-    if bytes(buf[:8]) != _COMPONENT_PREAMBLE:
+    if bytes(buf[:8]) != COMPONENT_PREAMBLE:
         return None
     names: set[str] = set()
-    pos = 8
     try:
-        while pos < len(buf):
-            section = buf[pos]
-            size, pos = _leb(buf, pos + 1)
-            end = pos + size
+        for section, body, end in sections(buf, 0, len(buf)):
             if section == 10:  # imports
-                count, at = _leb(buf, pos)
+                count, at = leb128(buf, body)
                 for _ in range(count):
                     kind = buf[at]
                     if kind not in (0x00, 0x01):
                         return None
-                    length, at = _leb(buf, at + 1)
+                    length, at = leb128(buf, at + 1)
                     names.add(bytes(buf[at : at + length]).decode("utf-8"))
                     at += length
                     if kind == 0x01:  # a version suffix follows the name
-                        length, at = _leb(buf, at)
+                        length, at = leb128(buf, at)
                         at += length
                     skipped = _skip_extern(buf, at)
                     if skipped is None:
@@ -206,7 +189,6 @@ def component_imports(wasm: bytes | memoryview) -> list[str] | None:
                     at = skipped
                 if at != end:
                     return None
-            pos = end
     except (IndexError, UnicodeDecodeError):
         return None
     return sorted(names)

@@ -49,6 +49,7 @@ from kamid.protocol import (
     UninstallToolParams,
     UninstallToolResult,
     Usage,
+    check_component,
     converter,
     load_manifest,
     make_error,
@@ -80,9 +81,6 @@ __all__ = ["KamiService"]
 
 log = logging.getLogger("kamid.service")
 T = TypeVar("T")
-
-#: A component's preamble: magic, version 0x0d, layer 1 (a core module has layer 0).
-_COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
 
 
 class KamiService:
@@ -681,18 +679,7 @@ def _read_component(path: Path, build_dir: Path | None) -> bytes:
         raise InvalidTool(f"{path} does not exist{hint}", data={"file": str(path)}) from exc
     except OSError as exc:
         raise InvalidTool(f"{path}: cannot read: {exc}", data={"file": str(path)}) from exc
-    if not data.startswith(b"\0asm"):
-        raise InvalidTool(
-            f"{path} is not WebAssembly (no \\0asm header); point [tool].wasm at a built component",
-            data={"file": str(path)},
-        )
-    if not data.startswith(_COMPONENT_PREAMBLE):
-        raise InvalidTool(
-            f"{path} is a core WebAssembly module, not a component; build it with "
-            "componentize-py or componentize-js (`kamictl build`), or wrap it with "
-            "`wasm-tools component new`",
-            data={"file": str(path)},
-        )
+    check_component(data, str(path))
     return data
 
 

@@ -12,6 +12,7 @@ import re
 import attrs
 
 from kamid.protocol import InvalidTool
+from kamid.wasmbin import leb128, sections
 
 __all__ = [
     "KAMI_IMPORTS",
@@ -120,31 +121,9 @@ def initial_memory_bytes(wasm: bytes | memoryview) -> int:
             return 0
 
 
-def _leb(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _sections(buf: memoryview, start: int, end: int) -> list[tuple[int, int, int]]:
-    out = []
-    pos = start + 8  # magic + version/layer
-    while pos < end:
-        section_id = buf[pos]
-        size, pos = _leb(buf, pos + 1)
-        out.append((section_id, pos, pos + size))
-        pos += size
-    return out
-
-
 def _component_memory(buf: memoryview, start: int, end: int) -> int:
     total = 0
-    for section_id, body, body_end in _sections(buf, start, end):
+    for section_id, body, body_end in sections(buf, start, end):
         if section_id == 1:  # core module
             total += _module_memory(buf, body, body_end)
         elif section_id == 4:  # nested component
@@ -154,18 +133,18 @@ def _component_memory(buf: memoryview, start: int, end: int) -> int:
 
 def _module_memory(buf: memoryview, start: int, end: int) -> int:
     total = 0
-    for section_id, body, _ in _sections(buf, start, end):
+    for section_id, body, _ in sections(buf, start, end):
         if section_id != 5:  # memory section
             continue
-        count, pos = _leb(buf, body)
+        count, pos = leb128(buf, body)
         for _ in range(count):
             flags = buf[pos]
-            minimum, pos = _leb(buf, pos + 1)
+            minimum, pos = leb128(buf, pos + 1)
             if flags & 0x01:  # has a maximum
-                _, pos = _leb(buf, pos)
+                _, pos = leb128(buf, pos)
             page = 65536
             if flags & 0x08:  # custom page size (log2)
-                log2, pos = _leb(buf, pos)
+                log2, pos = leb128(buf, pos)
                 page = 1 << log2
             total += minimum * page
     return total

@@ -237,11 +237,16 @@ def check_component(data: bytes, source: str) -> None:
         InvalidTool: no ``\\0asm`` header, or a core module rather than a component.
     """
     if not data.startswith(b"\0asm"):
-        raise InvalidTool(f"{source} is not WebAssembly (no \\0asm header)", data={"file": source})
+        raise InvalidTool(
+            f"{source} is not WebAssembly (no \\0asm header); point [tool].wasm at a built "
+            "component",
+            data={"file": source},
+        )
     if not data.startswith(COMPONENT_PREAMBLE):
         raise InvalidTool(
             f"{source} is a core WebAssembly module, not a component; build it with "
-            "`kamictl build`",
+            "componentize-py or componentize-js (`kamictl build`), or wrap it with "
+            "`wasm-tools component new`",
             data={"file": source},
         )
 
