@@ -29,6 +29,7 @@ from kamid.engine._component import KAMI_IMPORTS
 from kamid.engine._wasm import _SETTINGS  # the exact settings kamid compiles with
 from kamid.hostapi import HostContext
 from kamid.sandbox import Limits, epoch_ticks
+from tests._engine import DictIndex
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,19 +53,6 @@ TICK_MS = 10
 #: The limits a tool without ``[security]`` runs under in kamid (both examples).
 LIMITS = Limits()
 _TOOL_EXPORT = "kami:tool/tool@0.1.0"
-
-
-class DictIndex(dict[str, str]):
-    """An in-memory ``kamid.engine.AotIndex`` (the daemon keeps it in its database)."""
-
-    def aot_get(self, key: str) -> str | None:
-        return self.get(key)
-
-    def aot_put(self, key: str, file_sha256: str) -> None:
-        self[key] = file_sha256
-
-    def aot_delete(self, key: str) -> None:
-        self.pop(key, None)
 
 
 class Ticker:

@@ -14,6 +14,7 @@ import pytest
 
 from kamid.hostapi import HostContext, HostError, HttpRequest, HttpResponse
 from kamid.protocol import InternalError
+from tests._engine import Granted
 
 from .conftest import FAST, host
 
@@ -49,36 +50,6 @@ def test_without_grants_every_import_answers_not_granted(
     value = run(engine, wasm("host"), command, host("dev.test.nogrant"))
     assert value.startswith(f"0:dev.test.nogrant {grant}")
     assert "kamictl grant dev.test.nogrant" in value
-
-
-class Granted(HostContext):
-    """Answers every host call, remembering what it was asked."""
-
-    def __init__(self) -> None:
-        super().__init__(tool_id="dev.test.granted")
-        self.asked: list[object] = []
-
-    def http_fetch(self, request: HttpRequest) -> HttpResponse:
-        self.asked.append(request)
-        return HttpResponse(status=201, headers=(("x-a", "1"), ("x-b", "2")), body=b"pong")
-
-    def kv_get(self, key: str) -> bytes | None:
-        self.asked.append(key)
-        return b"stored" if key == "key" else None
-
-    def kv_set(self, key: str, value: bytes) -> None:
-        self.asked.append((key, value))
-
-    def kv_delete(self, key: str) -> None:
-        self.asked.append(key)
-
-    def kv_list_keys(self, prefix: str) -> list[str]:
-        self.asked.append(prefix)
-        return ["key-1", "key-2"]
-
-    def invoke(self, tool: str, input: str) -> str:
-        self.asked.append((tool, input))
-        return '{"ok":1}'.replace('"', "'")
 
 
 def test_values_cross_in_both_directions(engine: Engine, wasm: Callable[[str], Wasm]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from typing import TYPE_CHECKING
@@ -12,41 +11,15 @@ import pytest
 import trio
 import trio.testing
 
-from kamid.engine import Engine, Executor, wat2wasm
+from kamid.engine import Engine, Executor
 from kamid.hostapi import HostContext, HttpRequest, HttpResponse
 from kamid.protocol import InternalError, LimitExceeded
-from kamid.sandbox import Limits
-from tests.conftest import FIXTURES
+from tests._engine import FAST, DictIndex, compile_wat
+from tests._engine import Granted as Recorder
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
-
-FAST = Limits(timeout_ms=300, fuel=200_000_000, memory_bytes=16 * 1024 * 1024)
-
-
-class DictIndex(dict[str, str]):
-    def aot_get(self, key: str) -> str | None:
-        return self.get(key)
-
-    def aot_put(self, key: str, file_sha256: str) -> None:
-        self[key] = file_sha256
-
-    def aot_delete(self, key: str) -> None:
-        self.pop(key, None)
-
-
-@attrs.frozen
-class Wasm:
-    sha256: str
-    path: Path
-
-
-def wasm(tmp_path: Path, name: str) -> Wasm:
-    data = wat2wasm((FIXTURES / f"{name}.wat").read_text())
-    path = tmp_path / f"{name}.wasm"
-    path.write_bytes(data)
-    return Wasm(hashlib.sha256(data).hexdigest(), path)
 
 
 async def wait_busy(executor: Executor, n: int) -> list[int]:
@@ -70,31 +43,13 @@ async def executor(tmp_path: Path) -> AsyncIterator[Executor]:
         nursery.cancel_scope.cancel()
 
 
-class Granted(HostContext):
+class Granted(Recorder):
     """Answers every host call in the daemon, remembering what it was asked."""
-
-    def __init__(self) -> None:
-        super().__init__(tool_id="dev.test.granted")
-        self.asked: list[object] = []
 
     def http_fetch(self, request: HttpRequest) -> HttpResponse:
         self.asked.append(request)
         self.log("info", "fetched by the daemon")  # a line the daemon's side adds
         return HttpResponse(status=201, headers=(("x-a", "1"),), body=b"pong")
-
-    def kv_get(self, key: str) -> bytes | None:
-        self.asked.append(key)
-        return b"stored" if key == "key" else None
-
-    def kv_set(self, key: str, value: bytes) -> None:
-        self.asked.append((key, value))
-
-    def kv_delete(self, key: str) -> None:
-        self.asked.append(key)
-
-    def kv_list_keys(self, prefix: str) -> list[str]:
-        self.asked.append(prefix)
-        return ["key-1", "key-2"]
 
     def invoke(self, tool: str, input: str) -> str:
         self.asked.append((tool, input))
@@ -102,7 +57,7 @@ class Granted(HostContext):
 
 
 async def test_host_calls_are_served_by_the_daemon(executor: Executor, tmp_path: Path) -> None:
-    tool = wasm(tmp_path, "host")
+    tool = compile_wat(tmp_path, "host")
     await executor.precompile(tool.sha256, tool.path)
     context = Granted()
     results = []
@@ -138,14 +93,14 @@ async def test_host_calls_are_served_by_the_daemon(executor: Executor, tmp_path:
 async def test_denied_host_calls_reach_the_tool_as_typed_errors(
     executor: Executor, tmp_path: Path
 ) -> None:
-    tool = wasm(tmp_path, "host")
+    tool = compile_wat(tmp_path, "host")
     context = HostContext(tool_id="dev.test.nogrant")
     outcome = await executor.call(tool.sha256, tool.path, "k", limits=FAST, host=context)
     assert outcome.value.startswith("0:dev.test.nogrant has no key-value store grant")
 
 
 async def test_limits_are_enforced_in_the_workers(executor: Executor, tmp_path: Path) -> None:
-    tool = wasm(tmp_path, "loop")
+    tool = compile_wat(tmp_path, "loop")
     limits = attrs.evolve(FAST, fuel=10**15)
     with pytest.raises(LimitExceeded) as exceeded:
         await executor.call(
@@ -156,7 +111,7 @@ async def test_limits_are_enforced_in_the_workers(executor: Executor, tmp_path: 
 
 
 async def test_calls_run_in_parallel_processes(executor: Executor, tmp_path: Path) -> None:
-    tool = wasm(tmp_path, "loop")
+    tool = compile_wat(tmp_path, "loop")
     assert executor.pool is not None
     limits = attrs.evolve(FAST, timeout_ms=2000, fuel=10**15)
 
@@ -179,8 +134,8 @@ async def test_calls_run_in_parallel_processes(executor: Executor, tmp_path: Pat
 async def test_a_worker_that_dies_fails_its_call_and_is_replaced(
     executor: Executor, tmp_path: Path
 ) -> None:
-    tool = wasm(tmp_path, "loop")
-    echo = wasm(tmp_path, "echo")
+    tool = compile_wat(tmp_path, "loop")
+    echo = compile_wat(tmp_path, "echo")
     assert executor.pool is not None
     limits = attrs.evolve(FAST, timeout_ms=60_000, fuel=10**15)
     failure: list[BaseException] = []
@@ -209,7 +164,7 @@ async def test_a_worker_that_dies_fails_its_call_and_is_replaced(
 async def test_a_cancelled_call_still_delivers_its_outcome(
     executor: Executor, tmp_path: Path
 ) -> None:
-    tool = wasm(tmp_path, "loop")
+    tool = compile_wat(tmp_path, "loop")
     assert executor.pool is not None
     with trio.move_on_after(0.01), pytest.raises(LimitExceeded):
         # Cancelled almost at once, yet the worker is not abandoned mid-call: the call
@@ -222,7 +177,7 @@ async def test_an_idle_executor_does_not_tick(tmp_path: Path) -> None:
     # A daemon runs for weeks, mostly idle: it must not wake up every tick_ms for nothing.
     engine = Engine(aot_dir=tmp_path / "aot", aot_index=DictIndex(), tick_ms=2)
     executor = Executor(engine)
-    echo, loop = wasm(tmp_path, "echo"), wasm(tmp_path, "loop")
+    echo, loop = compile_wat(tmp_path, "echo"), compile_wat(tmp_path, "loop")
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)
         await trio.sleep(0.2)  # 100 ticks' worth
