@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -19,7 +22,7 @@ from kamictl.client import Client
 from kamid.protocol import Paths
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -108,6 +111,64 @@ def daemon(kami_home: Path) -> Iterator[Daemon]:
     d = Daemon(kami_home).start()
     yield d
     d.stop()
+
+
+@contextlib.contextmanager
+def daemon_with_examples(
+    built_examples: dict[str, Path], tool_ids: Sequence[str], *, name: str, prefix: str
+) -> Iterator[Daemon]:
+    """A daemon on a fresh home copied from a template with ``tool_ids`` installed.
+
+    Installing compiles each example to native code (tens of seconds on two cores), so
+    the installed home is kept as a template under ``.toolchain/<name>/`` and copied: a
+    session whose examples, schema and wasmtime match an earlier one compiles nothing.
+    """
+    home = short_tempdir(prefix)
+    shutil.copytree(_examples_template(built_examples, tool_ids, name), home, dirs_exist_ok=True)
+    daemon = Daemon(home).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _examples_template(built_examples: dict[str, Path], tool_ids: Sequence[str], name: str) -> Path:
+    from kamid.store._schema import MIGRATIONS
+    from tests._examples import toolchain
+
+    digest = hashlib.sha256(importlib.metadata.version("wasmtime").encode())
+    for tool_id in tool_ids:
+        digest.update(str(built_examples[tool_id]).encode())
+        digest.update((built_examples[tool_id] / "tool.toml").read_bytes())
+    digest.update("\0".join(MIGRATIONS).encode())
+    template = toolchain() / name / digest.hexdigest()[:16]
+    if template.exists():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with (template.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if template.exists():
+            return template
+        home = short_tempdir("kt")
+        try:
+            daemon = Daemon(home).start()
+            try:
+                for tool_id in tool_ids:
+                    path = str(built_examples[tool_id])
+                    daemon.call("tools.install", {"path": path, "approve": True})
+            finally:
+                daemon.stop()
+            for leftover in ("logs", "run"):
+                shutil.rmtree(home / leftover, ignore_errors=True)
+            (home / "daemon.stderr").unlink(missing_ok=True)
+            staging = template.with_name(template.name + ".staging")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(home, staging)
+            staging.rename(template)  # atomic: other sessions see all of it or none
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    return template
 
 
 def run_kamictl(

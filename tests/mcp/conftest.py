@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import importlib.metadata
-import shutil
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests._examples import toolchain
-from tests.conftest import Daemon, make_tool, short_tempdir, wat_component
+from tests.conftest import Daemon, daemon_with_examples, make_tool, wat_component
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,55 +64,6 @@ def wat_daemon(daemon: Daemon, tmp_path: Path) -> Daemon:
 @pytest.fixture(scope="session")
 def examples_daemon(built_examples: dict[str, Path]) -> Iterator[Daemon]:
     """One daemon for the session with the real examples installed; the tests share it and
-    must leave it as they found it.
-
-    Installing compiles each example to native code (tens of seconds on two cores), so the
-    installed home is kept as a template in the toolchain folder and copied: a session
-    whose examples, schema and wasmtime match an earlier one compiles nothing.
-    """
-    template = _examples_template(built_examples)
-    home = short_tempdir("kx")
-    shutil.copytree(template, home, dirs_exist_ok=True)
-    daemon = Daemon(home).start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _examples_template(built_examples: dict[str, Path]) -> Path:
-    from kamid.store._schema import MIGRATIONS
-
-    digest = hashlib.sha256(importlib.metadata.version("wasmtime").encode())
-    for tool_id in MCP_EXAMPLES:
-        digest.update(str(built_examples[tool_id]).encode())
-        digest.update((built_examples[tool_id] / "tool.toml").read_bytes())
-    digest.update("\0".join(MIGRATIONS).encode())
-    template = toolchain() / "mcp-home" / digest.hexdigest()[:16]
-    if template.exists():
-        return template
-    template.parent.mkdir(parents=True, exist_ok=True)
-    with (template.parent / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if template.exists():
-            return template
-        home = short_tempdir("kt")
-        try:
-            daemon = Daemon(home).start()
-            try:
-                for tool_id in MCP_EXAMPLES:
-                    path = str(built_examples[tool_id])
-                    daemon.call("tools.install", {"path": path, "approve": True})
-            finally:
-                daemon.stop()
-            for leftover in ("logs", "run"):
-                shutil.rmtree(home / leftover, ignore_errors=True)
-            (home / "daemon.stderr").unlink(missing_ok=True)
-            staging = template.with_name(template.name + ".staging")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(home, staging)
-            staging.rename(template)  # atomic: other sessions see all of it or none
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-    return template
+    must leave it as they found it."""
+    with daemon_with_examples(built_examples, MCP_EXAMPLES, name="mcp-home", prefix="kx") as d:
+        yield d

@@ -9,19 +9,14 @@ can ask for the ``net_daemon`` fixture.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import importlib.metadata
 import itertools
 import json
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from kamid.protocol import load_manifest
-from tests._examples import toolchain
-from tests.conftest import Daemon, run_kamictl, short_tempdir
+from tests.conftest import Daemon, daemon_with_examples, run_kamictl
 
 if TYPE_CHECKING:
     import subprocess
@@ -94,55 +89,7 @@ class NetDaemon:
 
 @pytest.fixture(scope="session")
 def net_daemon(built_examples: dict[str, Path]) -> Iterator[NetDaemon]:
-    home = short_tempdir("kn")
-    shutil.copytree(_template(built_examples), home, dirs_exist_ok=True)
-    daemon = Daemon(home).start()
-    try:
-        yield NetDaemon(daemon, built_examples)
-    finally:
-        daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _template(built_examples: dict[str, Path]) -> Path:
-    """A KAMI home with the network examples installed, kept in the toolchain folder.
-
-    Installing compiles each example to native code (tens of seconds on two cores); a
-    session whose examples, schema and wasmtime match an earlier one copies this home and
-    compiles nothing. Later installs of the same components under other ids hit its AOT
-    cache.
-    """
-    from kamid.store._schema import MIGRATIONS
-
-    digest = hashlib.sha256(importlib.metadata.version("wasmtime").encode())
-    for tool_id in _NET_EXAMPLES:
-        digest.update(str(built_examples[tool_id]).encode())
-        digest.update((built_examples[tool_id] / "tool.toml").read_bytes())
-    digest.update("\0".join(MIGRATIONS).encode())
-    template = toolchain() / "net-home" / digest.hexdigest()[:16]
-    if template.exists():
-        return template
-    template.parent.mkdir(parents=True, exist_ok=True)
-    with (template.parent / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if template.exists():
-            return template
-        home = short_tempdir("kt")
-        try:
-            daemon = Daemon(home).start()
-            try:
-                for tool_id in _NET_EXAMPLES:
-                    path = str(built_examples[tool_id])
-                    daemon.call("tools.install", {"path": path, "approve": True})
-            finally:
-                daemon.stop()
-            for leftover in ("logs", "run"):
-                shutil.rmtree(home / leftover, ignore_errors=True)
-            (home / "daemon.stderr").unlink(missing_ok=True)
-            staging = template.with_name(template.name + ".staging")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(home, staging)
-            staging.rename(template)  # atomic: other sessions see all of it or none
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-    return template
+    """The network examples installed from a cached template home (tests/conftest.py);
+    later installs of the same components under other ids hit its AOT cache."""
+    with daemon_with_examples(built_examples, _NET_EXAMPLES, name="net-home", prefix="kn") as d:
+        yield NetDaemon(d, built_examples)
