@@ -29,9 +29,9 @@ import pytest
 from kamictl import build
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-__all__ = ["EXAMPLES", "REPO", "build_examples", "built_examples", "toolchain"]
+__all__ = ["EXAMPLES", "REPO", "build_examples", "built_examples", "publish_once", "toolchain"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -115,6 +115,25 @@ def _copy_once(root: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         if not root.exists():
             raise
+
+
+def publish_once(target: Path, make: Callable[[Path], None]) -> Path:
+    """``target``, made once by ``make(staging)`` and published by an atomic rename.
+
+    Sessions running at once serialize on a lock beside it; each sees no directory or a
+    complete one, and a session that finds it made makes nothing.
+    """
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / ".lock"):
+        if target.exists():
+            return target
+        staging = target.with_name(target.name + ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        make(staging)
+        staging.rename(target)
+    return target
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -22,7 +21,7 @@ from kamictl.client import Client
 from kamid.protocol import Paths
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -135,22 +134,23 @@ def daemon_with_examples(
 
 def _examples_template(built_examples: dict[str, Path], tool_ids: Sequence[str], name: str) -> Path:
     from kamid.store._schema import MIGRATIONS
-    from tests._examples import toolchain
+    from tests._examples import publish_once, toolchain
 
     digest = hashlib.sha256(importlib.metadata.version("wasmtime").encode())
     for tool_id in tool_ids:
         digest.update(str(built_examples[tool_id]).encode())
         digest.update((built_examples[tool_id] / "tool.toml").read_bytes())
     digest.update("\0".join(MIGRATIONS).encode())
-    template = toolchain() / name / digest.hexdigest()[:16]
-    if template.exists():
-        return template
-    template.parent.mkdir(parents=True, exist_ok=True)
-    with (template.parent / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if template.exists():
-            return template
-        home = short_tempdir("kt")
+    return publish_once(
+        toolchain() / name / digest.hexdigest()[:16], _install_into(tool_ids, built_examples)
+    )
+
+
+def _install_into(
+    tool_ids: Sequence[str], built_examples: dict[str, Path]
+) -> Callable[[Path], None]:
+    def make(staging: Path) -> None:
+        home = short_tempdir("kt")  # the socket path must stay short: install elsewhere
         try:
             daemon = Daemon(home).start()
             try:
@@ -162,13 +162,11 @@ def _examples_template(built_examples: dict[str, Path], tool_ids: Sequence[str],
             for leftover in ("logs", "run"):
                 shutil.rmtree(home / leftover, ignore_errors=True)
             (home / "daemon.stderr").unlink(missing_ok=True)
-            staging = template.with_name(template.name + ".staging")
-            shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(home, staging)
-            staging.rename(template)  # atomic: other sessions see all of it or none
         finally:
             shutil.rmtree(home, ignore_errors=True)
-    return template
+
+    return make
 
 
 def run_kamictl(

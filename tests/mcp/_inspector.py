@@ -7,13 +7,13 @@ afterwards. Parallel sessions serialize on a lock file.
 
 from __future__ import annotations
 
-import fcntl
+import functools
 import hashlib
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests._examples import toolchain
+from tests._examples import publish_once, toolchain
 
 __all__ = ["inspector"]
 
@@ -27,28 +27,21 @@ def inspector() -> Path | None:
         return None
     lock = (SPEC / "package-lock.json").read_bytes()
     root = toolchain() / "mcp-inspector" / hashlib.sha256(lock).hexdigest()[:16]
-    executable = root / "node_modules" / ".bin" / "mcp-inspector"
-    if executable.exists():
-        return executable
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with (root.parent / ".lock").open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        if executable.exists():
-            return executable
-        staging = root.with_name(root.name + ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(SPEC / name, staging / name)
-        proc = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"npm ci of the MCP Inspector failed:\n{proc.stderr[-4000:]}")
-        staging.rename(root)
-    return executable
+    publish_once(root, functools.partial(_npm_ci, npm))
+    return root / "node_modules" / ".bin" / "mcp-inspector"
+
+
+def _npm_ci(npm: str, staging: Path) -> None:
+    staging.mkdir()
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(SPEC / name, staging / name)
+    proc = subprocess.run(
+        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=staging,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"npm ci of the MCP Inspector failed:\n{proc.stderr[-4000:]}")
