@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -167,6 +169,49 @@ def _install_into(
             shutil.rmtree(home, ignore_errors=True)
 
     return make
+
+
+_CLIENT = """
+import json, socket, sys
+out = []
+for method, params in json.loads(sys.argv[2]):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(sys.argv[1])
+    s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                          "params": params}).encode() + b"\\n")
+    data = b""
+    while b"\\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    out.append(json.loads(data.split(b"\\n")[0]))
+    s.close()
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def call_as_nobody(daemon: Daemon, requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Runs ``requests`` (one connection each) from a child process that dropped to uid
+    nobody (needs root), and returns the answers."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # The socket dir is 0700 for its owner; open it up so that SO_PEERCRED is what decides.
+    os.chmod(daemon.home, 0o711)
+    os.chmod(daemon.paths.run, 0o711)
+    os.chmod(daemon.paths.socket, 0o666)
+    proc = subprocess.run(
+        ["/usr/bin/env", "python3", "-I", "-c", _CLIENT, str(daemon.paths.socket),
+         json.dumps(requests)],
+        user=nobody,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    replies: list[dict[str, Any]] = json.loads(proc.stdout)
+    return replies
 
 
 def run_kamictl(

@@ -11,14 +11,13 @@ import contextlib
 import json
 import os
 import pwd
-import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.adversarial.conftest import error_of
-from tests.conftest import Daemon, make_tool, short_tempdir, wat_component
+from tests.conftest import Daemon, call_as_nobody, make_tool, short_tempdir, wat_component
 from tests.daemon.test_socket import connect, read_message, send
 
 if TYPE_CHECKING:
@@ -128,48 +127,6 @@ def test_connection_flood(hostile: Hostile, before: Snapshot) -> None:
     hostile.assert_contained(before)
 
 
-_CLIENT = """
-import json, socket, sys
-out = []
-for method, params in json.loads(sys.argv[2]):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(20)
-    s.connect(sys.argv[1])
-    s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                          "params": params}).encode() + b"\\n")
-    data = b""
-    while b"\\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    out.append(json.loads(data.split(b"\\n")[0]))
-    s.close()
-sys.stdout.write(json.dumps(out))
-"""
-
-
-def _as_nobody(daemon: Daemon, requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-    """Runs ``requests`` from a child process that dropped to uid nobody."""
-    nobody = pwd.getpwnam("nobody").pw_uid
-    # The socket dir is 0700 for its owner; open it up so that SO_PEERCRED is what decides.
-    os.chmod(daemon.home, 0o711)
-    os.chmod(daemon.paths.run, 0o711)
-    os.chmod(daemon.paths.socket, 0o666)
-    proc = subprocess.run(
-        ["/usr/bin/env", "python3", "-I", "-c", _CLIENT, str(daemon.paths.socket),
-         json.dumps(requests)],
-        user=nobody,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    replies: list[dict[str, Any]] = json.loads(proc.stdout)
-    return replies
-
-
 @pytest.fixture
 def strangers_daemon() -> Any:
     if os.getuid() != 0:
@@ -193,7 +150,7 @@ def test_foreign_uid_connection(kami_home: Any) -> None:
         daemon.call("tools.install", {"path": str(tool)})
         tools = daemon.call("tools.list")
         nobody = pwd.getpwnam("nobody").pw_uid
-        (reply,) = _as_nobody(
+        (reply,) = call_as_nobody(
             daemon, [("tools.exec", {"tool": "dev.adv.echo", "input": {"stolen": True}})]
         )
         assert reply["error"]["code"] == -32003
@@ -210,7 +167,7 @@ def test_foreign_uid_connection(kami_home: Any) -> None:
 def test_allowed_stranger_cannot_change_grants(strangers_daemon: Any) -> None:
     daemon, nobody = strangers_daemon
     grants = daemon.call("tools.inspect", {"tool": "dev.adv.echo"})["grants"]
-    exec_reply, grant_reply, revoke_reply, audit_reply = _as_nobody(
+    exec_reply, grant_reply, revoke_reply, audit_reply = call_as_nobody(
         daemon,
         [
             ("tools.exec", {"tool": "dev.adv.echo", "input": {"hi": 1}}),

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
 from kamid.protocol import IntegrityError, PolicyDenied, decode_public_key, key_id_of
-from tests.conftest import Daemon, make_tool, run_kamictl, wat_component
+from tests.conftest import Daemon, call_as_nobody, make_tool, run_kamictl, wat_component
 from tests.registry.conftest import RegistryServer, publish, snapshot
 
 if TYPE_CHECKING:
@@ -121,27 +120,6 @@ def test_the_policy_covers_tools_installed_before_it(kami_home: Path, tmp_path: 
         daemon.stop()
 
 
-_CLIENT = """
-import json, socket, sys
-out = []
-for method, params in json.loads(sys.argv[2]):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(20)
-    s.connect(sys.argv[1])
-    s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                          "params": params}).encode() + b"\\n")
-    data = b""
-    while b"\\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    out.append(json.loads(data.split(b"\\n")[0]))
-    s.close()
-sys.stdout.write(json.dumps(out))
-"""
-
-
 def test_allowed_strangers_cannot_change_sources_or_trust(
     kami_home: Path, publisher: KeyPair
 ) -> None:
@@ -150,9 +128,6 @@ def test_allowed_strangers_cannot_change_sources_or_trust(
     nobody = pwd.getpwnam("nobody").pw_uid
     daemon = Daemon(kami_home).start(config=f"[server]\nallowed_uids = [{nobody}]\n")
     try:
-        os.chmod(daemon.home, 0o711)
-        os.chmod(daemon.paths.run, 0o711)
-        os.chmod(daemon.paths.socket, 0o666)
         requests = [
             ("trust.add", {"public_key": publisher.public_text}),
             ("trust.remove", {"key": publisher.key_id}),
@@ -162,13 +137,7 @@ def test_allowed_strangers_cannot_change_sources_or_trust(
             ("tools.pin", {"tool": "x"}),
             ("trust.list", {}),
         ]
-        proc = subprocess.run(
-            ["/usr/bin/env", "python3", "-I", "-c", _CLIENT, str(daemon.paths.socket),
-             json.dumps(requests)],
-            user=nobody, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        *changes, listing = json.loads(proc.stdout)
+        *changes, listing = call_as_nobody(daemon, requests)
         for reply in changes:
             assert reply["error"]["code"] == -32003, reply
             assert "reserved to the operator" in reply["error"]["message"]
