@@ -95,11 +95,27 @@ def test_tampered_artifact(
     assert "tampered with or replaced" in message
 
 
+@pytest.mark.parametrize(
+    ("signed", "message"),
+    [
+        # Signed: the signature covers tool.toml, so the listed one cannot pass for it.
+        (True, "tool.toml changed since it was signed"),
+        # Unsigned: the artifact's own tool.toml must still be the one the index lists.
+        (False, "its tool.toml is not the manifest the index lists"),
+    ],
+    ids=["signed", "unsigned"],
+)
 def test_swapped_manifest_in_the_index(
-    hostile_daemon: Daemon, server: RegistryServer, http_root: Path, publisher: KeyPair
+    hostile_daemon: Daemon,
+    server: RegistryServer,
+    http_root: Path,
+    publisher: KeyPair,
+    signed: bool,
+    message: str,
 ) -> None:
-    """The index lists a manifest asking for less (or more) than the signed one."""
-    reg = registry(hostile_daemon, server, http_root, "swapped", publisher)
+    """The index lists a manifest asking for less (or more) than the artifact's."""
+    name = "swapped" if signed else "swapped-unsigned"
+    reg = registry(hostile_daemon, server, http_root, name, publisher if signed else None)
     edit_index(
         reg,
         lambda ix: entry(ix).update(
@@ -107,29 +123,7 @@ def test_swapped_manifest_in_the_index(
         ),
     )
     refused(
-        hostile_daemon,
-        {"ref": "dev.test.echo@1.1.0", "registry": "swapped"},
-        IntegrityError,
-        "tool.toml changed since it was signed",
-    )
-
-
-def test_swapped_manifest_unsigned(
-    hostile_daemon: Daemon, server: RegistryServer, http_root: Path
-) -> None:
-    """Unsigned, the artifact's own tool.toml must still be the one the index lists."""
-    reg = registry(hostile_daemon, server, http_root, "swapped-unsigned", None)
-    edit_index(
-        reg,
-        lambda ix: entry(ix).update(
-            manifest=entry(ix)["manifest"].replace("A test tool.", "A harmless tool.")
-        ),
-    )
-    refused(
-        hostile_daemon,
-        {"ref": "dev.test.echo@1.1.0", "registry": "swapped-unsigned"},
-        IntegrityError,
-        "its tool.toml is not the manifest the index lists",
+        hostile_daemon, {"ref": "dev.test.echo@1.1.0", "registry": name}, IntegrityError, message
     )
 
 
