@@ -185,20 +185,15 @@ class Admission:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
     ) -> None:
-        ticket = self._ticket
-        assert ticket is not None
+        assert self._ticket is not None
         outcome = "ok"
         if isinstance(exc, KamiError):
             outcome = exc.kind
-            usage = exc.data.get("usage") if exc.data else None
-            if ticket.usage is None and isinstance(usage, dict):
-                with contextlib.suppress(TypeError):
-                    ticket.usage = Usage(**usage)
         elif isinstance(exc, trio.Cancelled):
             outcome = "cancelled"
         elif exc is not None:
             outcome = "internal_error"
-        self._scheduler.finished(ticket, outcome)
+        self._scheduler.finished(self._ticket, outcome, exc)
 
 
 class _Waiter:
@@ -285,18 +280,23 @@ class Scheduler:
         now = trio.current_time()
         if not self._has_room(tool):
             return None
-        try:
-            buckets = self._rate_check(tool, now, count=False)
-        except Busy:
+        buckets = self._rate_buckets(tool, now)
+        if any(bucket.wait_s(now) > 0 for bucket, _ in buckets):
             return None
-        for bucket in buckets:
+        for bucket, _ in buckets:
             bucket.take()
         self._occupy(tool)
         return self._started(tool, priority, now)
 
-    def finished(self, ticket: Ticket, outcome: str) -> None:
+    def finished(self, ticket: Ticket, outcome: str, error: BaseException | None = None) -> None:
         """Gives an admitted call's slot back; ``outcome`` is ``ok``, an error kind,
-        ``cancelled`` or ``internal_error`` (for the metrics)."""
+        ``cancelled`` or ``internal_error`` (for the metrics). A call that failed
+        after it ran reports its usage in ``error.data`` (when the ticket has none)."""
+        if ticket.usage is None and isinstance(error, KamiError):
+            usage = error.data.get("usage") if error.data else None
+            if isinstance(usage, dict):
+                with contextlib.suppress(TypeError):
+                    ticket.usage = Usage(**usage)
         self._release(ticket.tool)
         duration = trio.current_time() - ticket.arrived
         self.observer.call_finished(ticket.tool, outcome, duration, ticket.usage)
@@ -313,9 +313,8 @@ class Scheduler:
             bucket = self._buckets[key] = TokenBucket(rate, burst, now)
         return bucket
 
-    def _rate_check(self, tool: str, now: float, *, count: bool = True) -> list[TokenBucket]:
-        """The buckets this call takes a token from; refuses it if one is empty (counted
-        as a rejection unless ``count`` is false: the caller will ask again)."""
+    def _rate_buckets(self, tool: str, now: float) -> list[tuple[TokenBucket, str]]:
+        """The buckets a call of ``tool`` takes a token from, each with what it limits."""
         config = self.config
         _, tool_rate, tool_burst = config.for_tool(tool)
         checks: list[tuple[TokenBucket, str]] = []
@@ -325,12 +324,15 @@ class Scheduler:
         if tool_rate:
             bucket = self._bucket(f"tool:{tool}", tool_rate, tool_burst, now)
             checks.append((bucket, f"{tool} may be called {tool_rate:g} times per minute"))
+        return checks
+
+    def _rate_check(self, tool: str, now: float) -> list[TokenBucket]:
+        """The buckets this call takes a token from; refuses it if one is empty."""
+        checks = self._rate_buckets(tool, now)
         # All are checked before any is taken: a refused call costs no token anywhere.
         for bucket, what in checks:
             wait = bucket.wait_s(now)
             if wait > 0:
-                if not count:
-                    raise Busy(what)
                 self._refuse_now(
                     tool,
                     "rate_limited",

@@ -6,7 +6,6 @@ operations go through :meth:`KamiService._io`, wasm through the executor.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -48,7 +47,6 @@ from kamid.protocol import (
     ToolSummary,
     UninstallToolParams,
     UninstallToolResult,
-    Usage,
     check_component,
     converter,
     load_manifest,
@@ -477,8 +475,8 @@ class KamiService:
             # A callback of run_sync_soon must not raise: that would end the daemon.
             try:
                 self.security.audit.wake()
-                ticket.usage = outcome.usage if outcome is not None else _error_usage(error)
-                self.scheduler.finished(ticket, "ok" if error is None else error.kind)
+                ticket.usage = outcome.usage if outcome is not None else None
+                self.scheduler.finished(ticket, "ok" if error is None else error.kind, error)
                 self._count(error)
             except Exception:
                 log.exception("recording a finished call of %s failed", record.id)
@@ -646,14 +644,6 @@ class _Call:
             tool=self.tool.id,
             version=self.tool.version,
         )
-
-
-def _error_usage(error: KamiError | None) -> Usage | None:
-    usage = error.data.get("usage") if error is not None and error.data else None
-    if isinstance(usage, dict):
-        with contextlib.suppress(TypeError):
-            return Usage(**usage)
-    return None
 
 
 def _load_tool_dir(tool_dir: Path) -> Manifest:
