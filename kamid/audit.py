@@ -84,11 +84,6 @@ class AuditRecorder:
         if len(self._pending) >= self._batch_max:
             self._urgent.set()
 
-    def record_call(self, **call: Any) -> None:
-        """Queues the row of one exec (``exec``) or one ``wasm.run`` (``run``); the
-        arguments are those of :func:`call_row`."""
-        self.record(call_row(**call))
-
     def record_from_thread(self, row: AuditRow) -> None:
         """:meth:`record` from a thread other than trio's; call :meth:`wake` soon after
         on the trio thread.
