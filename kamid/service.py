@@ -442,9 +442,15 @@ class KamiService:
         def run() -> None:  # on a call thread
             outcome: CallOutcome | None = None
             error: KamiError | None = None
+            teardown: list[Callable[[], None]] = []
             try:
                 outcome = engine.call(
-                    record.sha256, target.wasm_path, call.text, limits=limits, host=call.host
+                    record.sha256,
+                    target.wasm_path,
+                    call.text,
+                    limits=limits,
+                    host=call.host,
+                    teardown=teardown,
                 )
             except KamiError as exc:
                 error = exc
@@ -468,6 +474,10 @@ class KamiService:
                 reply = make_error(request_id, error)
             try:
                 ctx.reply_from_thread(reply)
+                # The store is closed (its memory reset) once the answer is out; the
+                # slot is released after that, when the call's resources really are.
+                for close in teardown:
+                    close()
             finally:
                 token.run_sync_soon(finish, outcome, error)
 

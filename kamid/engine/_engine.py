@@ -11,6 +11,7 @@ from ._outcome import utf8_len
 from ._wasm import WASMTIME_VERSION, Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from kamid.hostapi import HostContext
@@ -93,11 +94,16 @@ class Engine:
         limits: Limits,
         host: HostContext,
         sandbox: SandboxSpec = DENY_ALL,
+        teardown: list[Callable[[], None]] | None = None,
     ) -> CallOutcome:
         """Runs the tool's ``run`` once, on a fresh instance, under ``limits``.
 
         ``sandbox`` is the call's WASI context: the directories it sees (each read-only
         unless marked writable) and its environment; by default nothing.
+
+        With ``teardown``, closing the call's store is appended to it instead of done
+        before returning: the caller answers first and tears down after (closing the
+        store frees its memory: 0.1-0.2 ms for the examples).
 
         Every error raised once the guest has started carries ``data.usage``.
 
@@ -115,7 +121,7 @@ class Engine:
         if size > limits.max_input_bytes:
             raise exceeded(host.tool_id, "input_bytes", limits.max_input_bytes)
         loaded, _ = self._cache.get(sha256, wasm_path)
-        return self._runtime.run(loaded, input, limits, host, sandbox)
+        return self._runtime.run(loaded, input, limits, host, sandbox, teardown)
 
     def tick(self) -> None:
         """Advances the epoch: one tick off every running call's deadline (the engine

@@ -122,8 +122,14 @@ class Runtime:
         limits: Limits,
         host: HostContext,
         sandbox: SandboxSpec = DENY_ALL,
+        teardown: list[Callable[[], None]] | None = None,
     ) -> CallOutcome:
         """Instantiates ``loaded`` on a fresh store and calls ``run(input)``.
+
+        The store is closed before this returns, unless ``teardown`` is given: then
+        closing it (which frees its memory) is appended there, for the
+        caller to run once the answer is out. Guest stdout/stderr ends with the call
+        either way.
 
         Raises:
             KamiError: as documented by ``Engine.call``.
@@ -163,10 +169,14 @@ class Runtime:
             wall_ms = (time.perf_counter() - started) * 1000
             _current.state = outer
             fuel_left = store.get_fuel()
-            # Closing now, not at garbage collection, stops the guest's stdio streams
-            # before the output is read and never leaves a store for interpreter exit.
-            store.close()
+            # Output written after this is dropped, so the logs are final; the store is
+            # closed now (or by the caller), not at garbage collection, so none is left
+            # for interpreter exit.
             output.close()
+            if teardown is None:
+                store.close()
+            else:
+                teardown.append(store.close)
         usage = Usage(
             wall_ms=round(wall_ms, 3),
             fuel_consumed=limits.fuel - fuel_left,

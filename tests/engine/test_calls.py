@@ -156,10 +156,20 @@ def test_output_that_is_not_json(engine: Engine, wasm: Callable[[str], Wasm]) ->
     assert "usage" in info.value.data
 
 
-def test_guest_stdout_is_captured_and_capped(engine: Engine, wasm: Callable[[str], Wasm]) -> None:
+@pytest.mark.parametrize("deferred", [False, True], ids=["closed", "teardown-deferred"])
+def test_guest_stdout_is_captured_and_capped(
+    engine: Engine, wasm: Callable[[str], Wasm], deferred: bool
+) -> None:
     flood = wasm("stdout_flood")  # 256 lines of 4,095 "x"
     limits = attrs.evolve(FAST, max_guest_output_bytes=3 * 4096)
-    outcome = engine.call(flood.sha256, flood.path, "{}", limits=limits, host=host())
+    teardown: list[Callable[[], None]] | None = [] if deferred else None
+    outcome = engine.call(
+        flood.sha256, flood.path, "{}", limits=limits, host=host(), teardown=teardown
+    )
+    if teardown is not None:
+        # The store is still open; its output is final all the same.
+        assert len(teardown) == 1
+        teardown.pop()()
     assert outcome.value == {}
     stdout = [line for line in outcome.logs if line.level == "stdout"]
     assert [line.message for line in stdout] == ["x" * 4095] * 3
