@@ -37,7 +37,7 @@ from kamid.protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
     from pathlib import Path
 
     from kamid.config import ServerConfig
@@ -108,13 +108,15 @@ class RequestContext:
         """Sends one raw JSON-RPC frame (an upgraded connection's own protocol)."""
         await self._connection.send(message)
 
-    def reply_from_thread(self, message: Any) -> None:
-        """Sends the answer of a request taken by a :class:`FastLane`, from any thread.
+    def reply_from_thread(self, *messages: Any) -> None:
+        """Sends frames from any thread, in order and unbroken by other frames: the
+        answer of a request taken by a :class:`FastLane` (or an upgraded connection's
+        :meth:`LineHandler.offer`), with whatever notifications go before it.
 
-        Written at once when the socket takes it (the usual case); otherwise the rest is
-        queued and the trio side finishes it, still before any later frame.
+        Written at once when the socket takes them (the usual case); otherwise the rest
+        is queued and the trio side finishes it, still before any later frame.
         """
-        self._connection.write_threadsafe(encode_frame(message))
+        self._connection.write_threadsafe(b"".join(map(encode_frame, messages)))
 
     def done(self) -> None:
         """A request taken by a :class:`FastLane` is over (trio thread): its connection
@@ -139,12 +141,18 @@ class RequestContext:
     def in_flight(self) -> Iterator[None]:
         """Counts work an upgraded connection does as a request in flight, so a stopping
         daemon lets it finish within its grace period."""
-        server = self._connection.server
-        server._request_begin()
+        release = self.hold()
         try:
             yield
         finally:
-            server._request_done()
+            release()
+
+    def hold(self) -> Callable[[], None]:
+        """:meth:`in_flight` for work that ends in a callback: counted until the
+        returned function is called (once, on the trio thread)."""
+        server = self._connection.server
+        server._request_begin()
+        return server._request_done
 
 
 class LineHandler(Protocol):
@@ -153,6 +161,12 @@ class LineHandler(Protocol):
 
         Cancelled when the peer disconnects or the daemon stops.
         """
+        ...
+
+    def offer(self, line: bytes) -> bool:
+        """Sees each line first, on the connection's reader: True if it took the line
+        (and answers it by itself, e.g. with ``reply_from_thread``), False to have it
+        queued for :meth:`serve` in order."""
         ...
 
 
@@ -374,7 +388,9 @@ class _Connection:
                     frame_deadline = trio.current_time() + config.frame_timeout_s
                 for line in lines:
                     if self._lines is not None:
-                        await self._lines.send(line)
+                        assert self.upgrade is not None
+                        if not self.upgrade.offer(line):
+                            await self._lines.send(line)
                         continue
                     await self._slots.acquire()
                     self.in_flight += 1

@@ -101,6 +101,7 @@ class KamiService:
         self.started_at = time.time()
         self.calls_served = 0
         self.calls_failed = 0
+        self.calls_fast = 0
         self.calls_in_flight = 0
         self.connections: Callable[[], int] = lambda: 0
         self.request_stop: Callable[[], None] = lambda: None
@@ -168,6 +169,7 @@ class KamiService:
             calls_served=self.calls_served,
             calls_failed=self.calls_failed,
             calls_in_flight=self.calls_in_flight,
+            calls_fast=self.calls_fast,
             connections=self.connections(),
             cache=self.executor.statistics(),
             scheduler=self.scheduler.statistics(),
@@ -407,19 +409,54 @@ class KamiService:
     marker = b'"tools.exec"'
 
     def offer(self, message: dict[str, Any], ctx: RequestContext) -> bool:
-        """Takes a ``tools.exec`` that can run at once, exactly as :meth:`tools_exec`
-        would run it, with the call thread answering the client itself.
-
-        Anything else stays with the dispatcher (which gives the same answer, slower):
-        a tool not resolved yet or changed since, one that needs a sandbox plan, a
-        component not in memory or on disk yet, ``require_signatures``, worker
-        processes, and a call that would have to wait for a slot or be refused.
-        """
-        if message.get("method") != "tools.exec" or self.executor.pool is not None:
+        """Takes a ``tools.exec`` that :meth:`try_fast` can run, the call thread
+        answering the client itself; anything else stays with the dispatcher."""
+        if message.get("method") != "tools.exec":
             return False
         try:
             p = structure_params(message.get("params"), ExecToolParams, method="tools.exec")
         except KamiError:
+            return False
+        request_id = message["id"]
+
+        def answer(result: ExecToolResult | None, error: KamiError | None) -> None:
+            try:
+                if error is None:
+                    reply = make_result(request_id, converter.unstructure(result))
+                else:
+                    reply = make_error(request_id, error)
+            except Exception:
+                log.exception("unexpected error encoding the answer of %s", p.tool)
+                error = InternalError("kamid hit an internal error; details are in its log")
+                reply = make_error(request_id, error)
+            ctx.reply_from_thread(reply)
+
+        return self.try_fast(p, ctx.peer, answer, ctx.done)
+
+    def try_fast(
+        self,
+        p: ExecToolParams,
+        peer: Peer,
+        answer: Callable[[ExecToolResult | None, KamiError | None], None],
+        done: Callable[[], None],
+        *,
+        admitted: Callable[[], None] | None = None,
+    ) -> bool:
+        """Starts the call on a call thread at once, exactly as :meth:`tools_exec` would
+        run it, if it can start without waiting or any I/O (True); else changes nothing
+        (False) and the caller takes the slow path, which gives the same answer.
+
+        Refused: a tool not resolved yet or changed since, one that needs a sandbox
+        plan, a component not in memory or on disk yet, ``require_signatures``, worker
+        processes, and a call that would have to wait for a slot or be refused.
+
+        ``answer(result, error)`` runs on the call thread once the call is recorded
+        (tool log, audit row); it should send the answer. ``done()`` then runs on the
+        trio thread, after the call's slot is released. ``admitted()``, if given, runs
+        on the trio thread before the call starts (only when this returns True). Called
+        on the trio thread.
+        """
+        if self.executor.pool is not None:
             return False
         target = self._cached_target(p.tool)
         if (
@@ -434,14 +471,14 @@ class KamiService:
         if ticket is None:
             return False
         limits = with_timeout(target.limits, p.timeout_ms)
-        call = _Call(record, p.input, peer=ctx.peer, caller=p.caller, net=self._net(target, limits))
-        request_id = message["id"]
+        call = _Call(record, p.input, peer=peer, caller=p.caller, net=self._net(target, limits))
         token = trio.lowlevel.current_trio_token()
         engine = self.engine
 
         def run() -> None:  # on a call thread
             outcome: CallOutcome | None = None
             error: KamiError | None = None
+            result: ExecToolResult | None = None
             teardown: list[Callable[[], None]] = []
             try:
                 outcome = engine.call(
@@ -463,21 +500,18 @@ class KamiService:
             try:
                 self.security.audit.record_from_thread(self._settle(call, outcome, error))
                 if error is None:
-                    assert outcome is not None
-                    result = converter.unstructure(call.result(outcome))
-                    reply = make_result(request_id, result)
-                else:
-                    reply = make_error(request_id, error)
+                    result = call.result(outcome)
             except Exception:
                 log.exception("unexpected error recording a call of %s", record.id)
                 error = InternalError("kamid hit an internal error; details are in its log")
-                reply = make_error(request_id, error)
             try:
-                ctx.reply_from_thread(reply)
-                # The store is closed (its memory reset) once the answer is out; the
-                # slot is released after that, when the call's resources really are.
+                answer(result, error)
+                # The store is closed once the answer is out; the slot is released
+                # after that, when the call's resources really are free.
                 for close in teardown:
                     close()
+            except Exception:
+                log.exception("unexpected error answering a call of %s", record.id)
             finally:
                 token.run_sync_soon(finish, outcome, error)
 
@@ -490,10 +524,15 @@ class KamiService:
                 self._count(error)
             except Exception:
                 log.exception("recording a finished call of %s failed", record.id)
-            finally:
-                ctx.done()
+            try:
+                done()
+            except Exception:
+                log.exception("finishing a call of %s failed", record.id)
 
+        if admitted is not None:
+            admitted()
         self.calls_in_flight += 1
+        self.calls_fast += 1
         self.executor.submit(run)
         return True
 

@@ -85,12 +85,38 @@ class Features:
             result["nextCursor"] = following
         return {**result, **LIST_CACHE} if call.modern else result
 
-    async def _tool(self, name: str) -> ToolEntry | None:
-        catalog = await self.session.hub.catalog()
-        entry = catalog.by_name.get(name)
-        if entry is None:  # installed since the catalog was built?
-            entry = (await self.session.hub.catalog(refresh=True)).by_name.get(name)
+    def cached_tool(self, name: str) -> ToolEntry | None:
+        """The visible tool called ``name`` in the catalog as it is (no store read)."""
+        catalog = self.session.hub.cached_catalog
+        entry = catalog.by_name.get(name) if catalog is not None else None
         return entry if entry is not None and self.session.scope.visible(entry.id) else None
+
+    async def _tool(self, name: str) -> ToolEntry | None:
+        await self.session.hub.catalog()
+        entry = self.cached_tool(name)
+        if entry is None:  # installed since the catalog was built?
+            await self.session.hub.catalog(refresh=True)
+            entry = self.cached_tool(name)
+        return entry
+
+    @staticmethod
+    def argument_problem(entry: ToolEntry, arguments: object) -> dict[str, Any] | None:
+        """The ``isError`` result for arguments the tool would refuse, else None."""
+        name = entry.name
+        if not isinstance(arguments, dict):
+            return error_result(
+                entry, f'Invalid arguments for {name}: "arguments" must be a JSON object'
+            )
+        problems = entry.check_arguments(arguments)
+        if not problems:
+            return None
+        required = entry.input_schema.get("required") or []
+        hint = f" (required: {', '.join(map(str, required))})" if required else ""
+        return error_result(
+            entry,
+            f"Invalid arguments for {name}: {'; '.join(problems)}. Call {name} again with "
+            f"arguments that match its inputSchema{hint}.",
+        )
 
     async def tools_call(self, params: dict[str, Any], call: Call, _id: Any) -> dict[str, Any]:
         name = params.get("name")
@@ -107,49 +133,60 @@ class Features:
         arguments = params.get("arguments")
         if arguments is None:
             arguments = {}
-        if not isinstance(arguments, dict):
-            return error_result(
-                entry, f'Invalid arguments for {name}: "arguments" must be a JSON object'
-            )
-        problems = entry.check_arguments(arguments)
-        if problems:
-            required = entry.input_schema.get("required") or []
-            hint = f" (required: {', '.join(map(str, required))})" if required else ""
-            return error_result(
-                entry,
-                f"Invalid arguments for {name}: {'; '.join(problems)}. Call {name} again with "
-                f"arguments that match its inputSchema{hint}.",
-            )
+        problem = self.argument_problem(entry, arguments)
+        if problem is not None:
+            return problem
         assert self.session.ctx is not None
         if self.session.ctx.draining:
             raise RpcError(-32006, "kamid is restarting; call the tool again in a moment")
         waiting = self.session.slots.value == 0
-        await self._progress(
+        note = self.progress(
             call, 0, "waiting for a free call slot" if waiting else f"running {entry.id}"
         )
+        if note is not None:
+            await self.session.send(note)
         async with self.session.slots:
             with self.session.ctx.in_flight():
                 outcome = await self._exec(entry, arguments, call)
+        notes, result = self.conclude(entry, call, outcome)
+        for note in notes:
+            await self.session.send(note)
+        return result
+
+    def conclude(
+        self, entry: ToolEntry, call: Call, outcome: ExecToolResult | KamiError
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The notifications (progress, tool log lines) and the result of a finished
+        call; on any thread.
+
+        Raises:
+            RpcError: the tool was uninstalled while the call waited.
+        """
         if isinstance(outcome, NotFound):
-            raise RpcError(-32602, f'Unknown tool "{name}": it was uninstalled', {"tool": name})
+            raise RpcError(
+                -32602, f'Unknown tool "{entry.name}": it was uninstalled', {"tool": entry.name}
+            )
         if isinstance(outcome, KamiError):
-            await self._progress(call, 1, f"{entry.id} failed")
-            return error_result(entry, outcome.message, outcome)
-        await self._progress(call, 1, f"{entry.id} finished in {outcome.usage.wall_ms:.1f} ms")
-        await self._log(call, entry.id, outcome)
+            notes = [self.progress(call, 1, f"{entry.id} failed")]
+            return [n for n in notes if n], error_result(entry, outcome.message, outcome)
+        notes = [
+            self.progress(call, 1, f"{entry.id} finished in {outcome.usage.wall_ms:.1f} ms"),
+            *self._log_lines(call, entry.id, outcome),
+        ]
         problems = entry.check_output(outcome.output)
         if problems:
-            return error_result(
+            result = error_result(
                 entry,
                 f"{entry.id} returned output that does not match its declared outputSchema: "
                 f"{'; '.join(problems)}. This is a bug in the tool; tell its author.",
             )
-        result = success_result(entry, outcome, call.version)
-        return cap_result(
-            result,
-            self.session.attach.max_result_bytes,
-            has_output_schema=entry.output_schema is not None,
-        )
+        else:
+            result = cap_result(
+                success_result(entry, outcome, call.version),
+                self.session.attach.max_result_bytes,
+                has_output_schema=entry.output_schema is not None,
+            )
+        return [n for n in notes if n], result
 
     async def _exec(
         self, entry: ToolEntry, arguments: dict[str, Any], call: Call
@@ -159,15 +196,12 @@ class Features:
         assert self.session.nursery is not None
         assert self.session.ctx is not None
         ctx = self.session.ctx
-        caller = self.session.caller
-        if call.client:
-            caller = attrs.evolve(caller, client=call.client)
         done = trio.Event()
         box: list[ExecToolResult | KamiError] = []
 
         async def run() -> None:
             try:
-                params = ExecToolParams(tool=entry.id, input=arguments, caller=caller)
+                params = self.exec_params(entry, arguments, call)
                 box.append(await self.session.hub.service.tools_exec(params, ctx))
             except KamiError as exc:
                 box.append(exc)
@@ -183,9 +217,19 @@ class Features:
         await done.wait()
         return box[0]
 
-    async def _progress(self, call: Call, progress: int, message: str) -> None:
+    def exec_params(
+        self, entry: ToolEntry, arguments: dict[str, Any], call: Call
+    ) -> ExecToolParams:
+        caller = self.session.caller
+        if call.client:
+            caller = attrs.evolve(caller, client=call.client)
+        return ExecToolParams(tool=entry.id, input=arguments, caller=caller)
+
+    @staticmethod
+    def progress(call: Call, progress: int, message: str) -> dict[str, Any] | None:
+        """The progress notification, if the request asked for progress."""
         if call.progress_token is None:
-            return
+            return None
         params: dict[str, Any] = {
             "progressToken": call.progress_token,
             "progress": progress,
@@ -193,17 +237,21 @@ class Features:
         }
         if wire.version_at_least(call.version, "2025-03-26"):
             params["message"] = message
-        await self.session.send(notification("notifications/progress", params))
+        return notification("notifications/progress", params)
 
-    async def _log(self, call: Call, tool_id: str, outcome: ExecToolResult) -> None:
+    @staticmethod
+    def _log_lines(call: Call, tool_id: str, outcome: ExecToolResult) -> list[dict[str, Any]]:
+        """The tool's log lines the client asked for, as notifications."""
         if call.log_level is None:
-            return
+            return []
         threshold = wire.LOG_LEVELS.index(call.log_level)
+        notes = []
         for line in outcome.logs:
             level = _LOG_LEVEL.get(line.level, "notice")
             if wire.LOG_LEVELS.index(level) >= threshold:
                 params = {"level": level, "logger": tool_id, "data": line.message}
-                await self.session.send(notification("notifications/message", params))
+                notes.append(notification("notifications/message", params))
+        return notes
 
     # Resources: each visible tool's manifest, and its README when it came with one.
     def _resource(self, entry: ToolEntry, kind: str, call: Call) -> dict[str, Any]:

@@ -98,6 +98,11 @@ class McpHub:
             self._catalog = build_catalog(records, readmes)
         return self._catalog
 
+    @property
+    def cached_catalog(self) -> Catalog | None:
+        """The catalog as last built (None before the first build); no store read."""
+        return self._catalog
+
     async def readme(self, tool_id: str) -> str | None:
         return await self.io(self.service.store.mcp.readme, tool_id)
 

@@ -27,7 +27,7 @@ from ._rpc import Call, RpcError, error, notification, response
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from kamid.protocol import AttachMcpParams
+    from kamid.protocol import AttachMcpParams, ExecToolResult
     from kamid.server import RequestContext
 
     from ._hub import McpHub
@@ -45,10 +45,31 @@ _LEGACY_ONLY = frozenset(
     {"ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
 )
 _MODERN_ONLY = frozenset({"server/discover", "subscriptions/listen"})
+_INTERNAL = "Internal error in kamid; the details are in its log"
+#: Lines without it are never offered to the fast lane.
+_FAST_METHOD = b'"tools/call"'
 
 
 def _resource_uris(tool_id: str) -> set[str]:
     return {f"kami://tools/{tool_id}/manifest", f"kami://tools/{tool_id}/readme"}
+
+
+class _FastCall:
+    """A ``tools/call`` on the fast lane, as :attr:`McpSession._open` holds it:
+    cancelling it drops its answer and frees its session slot at once."""
+
+    def __init__(self, slots: trio.Semaphore) -> None:
+        self._slots: trio.Semaphore | None = slots
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.release()
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
 
 
 class ToolScope:
@@ -92,11 +113,14 @@ class McpSession:
         self.caller = CallerInfo(client=attach.client_name or "mcp", profile=attach.profile)
         #: Open listen streams: request id -> honored filter.
         self.listens: dict[int | str, dict[str, Any]] = {}
-        self._open: dict[int | str, trio.CancelScope] = {}
+        self._open: dict[int | str, trio.CancelScope | _FastCall] = {}
+        #: Lines handed to serve() and not through _accept yet; the fast lane keeps out
+        #: while there are any, so that it never overtakes what came before.
+        self._queued = 0
         self.slots = trio.Semaphore(attach.max_in_flight)
         self.ctx: RequestContext | None = None
         self.nursery: trio.Nursery | None = None
-        features = Features(self)
+        self.features = features = Features(self)
         self._methods: dict[str, Callable[[dict[str, Any], Call, Any], Awaitable[Any]]] = {
             "ping": self._ping,
             "logging/setLevel": self._set_level,
@@ -133,6 +157,7 @@ class McpSession:
                     await self._announce(Change(everything=True))
                 async for line in lines:
                     await self._on_line(line)
+                    self._queued -= 1
                 nursery.cancel_scope.cancel()
         finally:
             self.hub.sessions.pop(self.id, None)
@@ -144,6 +169,92 @@ class McpSession:
         await self.ctx.send(message)
 
     # Messages in.
+    def offer(self, line: bytes) -> bool:
+        """Takes a ``tools/call`` the service can start at once (see
+        :meth:`KamiService.try_fast`): no task is started, and the call thread sends the
+        progress and log notifications and the answer itself. Anything else, and
+        anything behind a line still waiting for :meth:`serve`, goes there in order."""
+        taken = self._queued == 0 and _FAST_METHOD in line and self._try_fast(line)
+        if not taken:
+            self._queued += 1
+        return taken
+
+    def _try_fast(self, line: bytes) -> bool:
+        ctx = self.ctx
+        if ctx is None or ctx.draining:
+            return False
+        try:
+            message = json.loads(line)
+        except ValueError:  # UnicodeDecodeError included: serve() answers it
+            return False
+        if not (
+            isinstance(message, dict)
+            and message.get("jsonrpc") == "2.0"
+            and message.get("method") == "tools/call"
+        ):
+            return False
+        request_id = message.get("id")
+        params = message.get("params")
+        if (
+            isinstance(request_id, bool)
+            or not isinstance(request_id, (int, str))
+            or request_id in self._open
+            or len(self._open) >= MAX_OPEN_REQUESTS
+            or not isinstance(params, dict)
+        ):
+            return False
+        try:
+            call = self._call_for("tools/call", params)
+        except RpcError:
+            return False
+        features = self.features
+        name, arguments = params.get("name"), params.get("arguments")
+        arguments = {} if arguments is None else arguments
+        entry = features.cached_tool(name) if isinstance(name, str) else None
+        if entry is None or features.argument_problem(entry, arguments) is not None:
+            return False
+        try:
+            self.slots.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        fast = _FastCall(self.slots)
+        held: list[Callable[[], None]] = []
+
+        def admitted() -> None:  # trio thread, before the call runs
+            held.append(ctx.hold())  # a stopping daemon waits for it
+            self._open[request_id] = fast
+            note = features.progress(call, 0, f"running {entry.id}")
+            if note is not None:
+                ctx.reply_from_thread(note)
+
+        def answer(result: ExecToolResult | None, failure: KamiError | None) -> None:  # thread
+            if fast.cancelled:
+                return  # a cancelled request gets no answer
+            outcome = failure if failure is not None else result
+            assert outcome is not None
+            try:
+                notes, reply = features.conclude(entry, call, outcome)
+                frame = response(request_id, _complete(reply, call))
+            except RpcError as exc:
+                notes, frame = [], error(request_id, exc.code, exc.message, exc.data)
+            except Exception:
+                log.exception("session %s: answering tools/call %s failed", self.id, entry.id)
+                notes, frame = [], error(request_id, -32603, _INTERNAL)
+            ctx.reply_from_thread(*notes, frame)
+
+        def done() -> None:  # trio thread
+            fast.release()
+            if self._open.get(request_id) is fast:
+                del self._open[request_id]
+            for release in held:
+                release()
+
+        params_ = features.exec_params(entry, arguments, call)
+        if self.hub.service.try_fast(params_, ctx.peer, answer, done, admitted=admitted):
+            return True
+        fast.release()
+        return False
+
     async def _on_line(self, line: bytes) -> None:
         try:
             message = json.loads(line)
@@ -269,11 +380,23 @@ class McpSession:
             return error(request_id, exc.code, exc.message, exc.data or None)
         except Exception:
             log.exception("session %s: %s failed", self.id, method)
-            return error(request_id, -32603, "Internal error in kamid; the details are in its log")
+            return error(request_id, -32603, _INTERNAL)
 
     async def _dispatch(
         self, request_id: int | str, method: str, params: dict[str, Any]
     ) -> dict[str, Any]:
+        call = self._call_for(method, params)
+        handler = self._methods.get(method)
+        if handler is None or method in (_LEGACY_ONLY if self.modern else _MODERN_ONLY):
+            raise RpcError(-32601, f"Method not found: {method}", method)
+        return _complete(await handler(params, call, request_id), call)
+
+    def _call_for(self, method: str, params: dict[str, Any]) -> Call:
+        """What a request asks for beyond its params (revision, logging, progress).
+
+        Raises:
+            RpcError: the session's era refuses the request as sent.
+        """
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         token = token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
@@ -308,15 +431,7 @@ class McpSession:
             call = Call(
                 version=self.version, modern=False, log_level=self.log_level, progress_token=token
             )
-        handler = self._methods.get(method)
-        if handler is None or method in (_LEGACY_ONLY if self.modern else _MODERN_ONLY):
-            raise RpcError(-32601, f"Method not found: {method}", method)
-        result: dict[str, Any] = await handler(params, call, request_id)
-        if call.modern:
-            result.setdefault("resultType", "complete")
-            meta_out = result.setdefault("_meta", {})
-            meta_out.setdefault(wire.SERVER_INFO_KEY, wire.server_info())
-        return result
+        return call
 
     # Utilities.
     async def _ping(self, _params: dict[str, Any], _call: Call, _id: Any) -> dict[str, Any]:
@@ -417,6 +532,16 @@ class McpSession:
         )
         for uri in sorted(subscribed):
             await self.send(notification("notifications/resources/updated", {"uri": uri}))
+
+
+def _complete(result: dict[str, Any], call: Call) -> dict[str, Any]:
+    """``result`` as its era wants it: 2026-07-28 results say they are complete and who
+    answered."""
+    if call.modern:
+        result.setdefault("resultType", "complete")
+        meta_out = result.setdefault("_meta", {})
+        meta_out.setdefault(wire.SERVER_INFO_KEY, wire.server_info())
+    return result
 
 
 def _honored(requested: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,9 @@ class DaemonStatusResult:
     calls_in_flight: int
     connections: int
     cache: CacheStatistics
+    #: Of the calls served or failed, those the fast lane ran: answered by their call
+    #: thread, without a trio task (``tools.exec`` and MCP ``tools/call``).
+    calls_fast: int = 0
     scheduler: SchedulerStatistics | None = None
     #: Calls/s and latency percentiles over the last minute, in total and per tool.
     activity: ActivityStatistics | None = None

@@ -162,6 +162,12 @@ def measure(
                     "p99_ms": kami["p99"] <= TARGET_P99_MS,
                 },
             }
+        with daemon.client() as client:
+            status = client.call("daemon.status")
+        results["fast_lane"] = {
+            "fast": status["calls_fast"],
+            "calls": status["calls_served"] + status["calls_failed"],
+        }
         return results
     finally:
         daemon.stop()
@@ -196,6 +202,11 @@ def render(results: dict[str, Any]) -> str:
     lines.append(
         f"{'':8} {'tools.exec, no MCP (socket)':30} "
         f"{s['p50']:8.2f} {s['p99']:8.2f} {s['mean']:8.2f}"
+    )
+    fast = results["fast_lane"]
+    lines.append(
+        f"{'':8} kamid ran {fast['fast']} of its {fast['calls']} calls on the fast lane "
+        "(the others resolved the tool first, or found no free slot)"
     )
     return "\n".join(lines)
 
