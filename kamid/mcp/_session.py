@@ -230,6 +230,10 @@ class McpSession:
         def answer(result: ExecToolResult | None, failure: KamiError | None) -> None:  # thread
             if fast.cancelled:
                 return  # a cancelled request gets no answer
+            # Answered is no longer open: the client may reuse the id once it has the
+            # answer, before done() runs. (Only this request can be under its id now.)
+            if self._open.get(request_id) is fast:
+                self._open.pop(request_id, None)
             outcome = failure if failure is not None else result
             assert outcome is not None
             try:

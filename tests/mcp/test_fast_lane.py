@@ -109,3 +109,20 @@ def test_cancelling_a_fast_call_frees_its_slot_and_drops_its_answer(
             time.sleep(0.05)
         # The cancelled call ended without an answer: the next line answers the ping.
         assert shim.request("ping")["result"] == {}
+
+
+def test_an_answered_id_may_come_again_at_once(wat_daemon: Daemon) -> None:
+    with Shim(wat_daemon.home) as shim:
+        shim.initialize()
+        for i in range(30):
+            text = f"again {i}"
+            shim.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": "same",
+                    "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": text}},
+                }
+            )
+            answer = shim.wait("same")
+            assert answer["result"]["structuredContent"] == {"text": text}, answer
