@@ -87,11 +87,12 @@ class Supervisor:
         self.notifier = notifier
         self.overrides = overrides
 
-    def stop(self) -> None:
-        """Starts a drained stop (what SIGTERM and ``daemon.stop`` do)."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Starts a drained stop (what SIGTERM and ``daemon.stop`` do); ``grace_s``
+        overrides ``[server].grace_s`` for it."""
         if not self.server.draining:
             self.notifier.stopping()
-        self.server.stop()
+        self.server.stop(grace_s)
 
     def status_line(self) -> str:
         scheduler = self.service.scheduler.statistics()

@@ -264,7 +264,7 @@ class Scheduler:
 
         Cancellation while waiting leaves the queue at once (a client that disconnects
         frees its place); cancellation while running is the caller's to bound (the
-        executor waits for the call's own deadline).
+        executor stops the call at its next epoch tick and waits for that).
 
         Raises (on entering):
             Busy: over a rate limit (``data.retry_after_s`` says when to retry), the queue

@@ -455,6 +455,9 @@ class Server:
         self._idle = trio.Event()
         self._idle.set()
         self._allowed_uids = {os.getuid(), *config.allowed_uids}
+        #: This stop's grace period, when ``daemon.stop`` gave one.
+        self._grace_s: float | None = None
+        self._grace: trio.CancelScope | None = None
         #: Takes the requests it can answer without the dispatcher (``tools.exec``).
         self.fast_lane: FastLane | None = None
 
@@ -463,9 +466,17 @@ class Server:
         self.config = config
         self._allowed_uids = {os.getuid(), *config.allowed_uids}
 
-    def stop(self) -> None:
-        """Stops accepting and starts draining; safe to call more than once."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stops accepting and starts draining; safe to call more than once.
+
+        ``grace_s`` replaces ``[server].grace_s`` for this stop; given while already
+        draining, it can shorten the wait, never lengthen it.
+        """
         self.draining = True
+        if grace_s is not None:
+            self._grace_s = grace_s
+            if self._grace is not None:  # already draining
+                self._grace.deadline = min(self._grace.deadline, trio.current_time() + grace_s)
         self._stop.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -481,12 +492,14 @@ class Server:
                 await self._stop.wait()
                 accepting.cancel_scope.cancel()
             await listener.aclose()
-            with trio.move_on_after(self.config.grace_s) as grace:
+            began = trio.current_time()
+            grace_s = self.config.grace_s if self._grace_s is None else self._grace_s
+            with trio.CancelScope(deadline=began + grace_s) as self._grace:
                 await self._idle.wait()
-            if grace.cancelled_caught:
+            if self._grace.cancelled_caught:
                 log.warning(
                     "grace period of %g s over with %d call(s) in flight; cancelling them",
-                    self.config.grace_s,
+                    self._grace.deadline - began,
                     self.in_flight,
                 )
             connections.cancel_scope.cancel()

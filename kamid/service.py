@@ -104,7 +104,8 @@ class KamiService:
         self.calls_fast = 0
         self.calls_in_flight = 0
         self.connections: Callable[[], int] = lambda: 0
-        self.request_stop: Callable[[], None] = lambda: None
+        #: Starts a drained stop, with this grace period (None: the configured one).
+        self.request_stop: Callable[[float | None], None] = lambda _grace_s: None
         # apsw serialises anyway; one thread keeps install transactions strictly ordered.
         self._io_limiter = trio.CapacityLimiter(1)
         self._resolved: dict[str, _Target] = {}
@@ -177,9 +178,18 @@ class KamiService:
             metrics_address=self.metrics_address,
         )
 
-    async def daemon_stop(self, _p: DaemonStopParams, ctx: RequestContext) -> Any:
-        log.info("stop requested by pid %d", ctx.peer.pid)
-        self.request_stop()
+    async def daemon_stop(self, p: DaemonStopParams, ctx: RequestContext) -> Any:
+        if p.grace_s is not None and not 0 <= p.grace_s <= 3600:
+            raise InvalidParams(
+                f"daemon.stop: grace_s must be 0-3600 seconds (got {p.grace_s:g}); leave it "
+                "out for the configured [server].grace_s"
+            )
+        log.info(
+            "stop requested by pid %d%s",
+            ctx.peer.pid,
+            "" if p.grace_s is None else f" (grace {p.grace_s:g} s)",
+        )
+        self.request_stop(p.grace_s)
         return DaemonStopResult(stopping=True, in_flight=self.calls_in_flight)
 
     # tools.*
@@ -431,7 +441,7 @@ class KamiService:
                 reply = make_error(request_id, error)
             ctx.reply_from_thread(reply)
 
-        return self.try_fast(p, ctx.peer, answer, ctx.done)
+        return self.try_fast(p, ctx.peer, answer, ctx.done) is not None
 
     def try_fast(
         self,
@@ -441,10 +451,13 @@ class KamiService:
         done: Callable[[], None],
         *,
         admitted: Callable[[], None] | None = None,
-    ) -> bool:
+    ) -> Callable[[], None] | None:
         """Starts the call on a call thread at once, exactly as :meth:`tools_exec` would
-        run it, if it can start without waiting or any I/O (True); else changes nothing
-        (False) and the caller takes the slow path, which gives the same answer.
+        run it, if it can start without waiting or any I/O; else changes nothing and
+        returns None: the caller takes the slow path, which gives the same answer.
+
+        Returns the call's cancel function (any thread; the call then fails with
+        ``cancelled`` at its next epoch tick).
 
         Refused: a tool not resolved yet or changed since, one that needs a sandbox
         plan, a component not in memory or on disk yet, ``require_signatures``, worker
@@ -453,11 +466,11 @@ class KamiService:
         ``answer(result, error)`` runs on the call thread once the call is recorded
         (tool log, audit row); it should send the answer. ``done()`` then runs on the
         trio thread, after the call's slot is released. ``admitted()``, if given, runs
-        on the trio thread before the call starts (only when this returns True). Called
+        on the trio thread before the call starts (only when the call starts). Called
         on the trio thread.
         """
         if self.executor.pool is not None:
-            return False
+            return None
         target = self._cached_target(p.tool)
         if (
             target is None
@@ -465,11 +478,11 @@ class KamiService:
             or self.supply.settings.require_signatures
             or self.executor.cache_state(target.record.sha256) == "none"
         ):
-            return False
+            return None
         record = target.record
         ticket = self.scheduler.try_admit(record.id, priority=p.priority)
         if ticket is None:
-            return False
+            return None
         limits = with_timeout(target.limits, p.timeout_ms)
         call = _Call(record, p.input, peer=peer, caller=p.caller, net=self._net(target, limits))
         token = trio.lowlevel.current_trio_token()
@@ -534,7 +547,7 @@ class KamiService:
         self.calls_in_flight += 1
         self.calls_fast += 1
         self.executor.submit(run)
-        return True
+        return call.host.cancel
 
     async def wasm_run(self, p: RunWasmParams, ctx: RequestContext) -> Any:
         path = Path(p.path)

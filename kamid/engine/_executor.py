@@ -112,11 +112,12 @@ class Executor:
     ) -> CallOutcome:
         """:meth:`Engine.call` in a worker thread, or a worker process if configured.
 
-        Cancellation waits for the call to end rather than abandoning a thread that is
-        still running wasm; the wait is bounded by the call's own deadline,
-        ``timeout_ms`` (plus compiling, if the component was not compiled yet). The
-        call's result or error is then delivered, and the cancellation takes effect at
-        the caller's next checkpoint.
+        Cancellation stops a running call at its next epoch tick (``[engine].tick_ms``;
+        it then fails with ``cancelled``) and waits for that rather than abandoning a
+        thread still running wasm; a component still compiling finishes compiling
+        first. The call's result or error is then delivered, and the cancellation takes
+        effect at the caller's next checkpoint. (In worker processes a cancelled call
+        runs on to its own deadline.)
 
         Raises:
             KamiError: as :meth:`Engine.call` does.
@@ -129,7 +130,7 @@ class Executor:
         fn = functools.partial(self.engine.call, sha256, wasm_path, input, limits=limits, host=host)
         if sandbox is not None:
             fn = functools.partial(fn, sandbox=sandbox)
-        return await self.threads.run(fn)
+        return await self.threads.run(fn, on_cancel=host.cancel)
 
     def submit(self, job: Callable[[], None]) -> bool:
         """Runs ``job`` (which calls :attr:`engine` and reports its own outcome) on a call

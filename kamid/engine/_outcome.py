@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kamid.protocol import InternalError, InvalidTool, KamiError, LogLine, ToolFailed, Usage
+from kamid.protocol import (
+    Cancelled,
+    InternalError,
+    InvalidTool,
+    KamiError,
+    LogLine,
+    ToolFailed,
+    Usage,
+)
 from kamid.sandbox import FIXED_LIMITS, exceeded
 
 if TYPE_CHECKING:
@@ -69,14 +77,16 @@ class CallOutcome:
 class CallState:
     """What the host functions of one running call share with the engine."""
 
-    __slots__ = ("budget", "failure", "host")
+    __slots__ = ("budget", "failure", "host", "ticks_left")
 
-    def __init__(self, host: HostContext, budget: int) -> None:
+    def __init__(self, host: HostContext, budget: int, ticks: int) -> None:
         self.host = host
         #: Host calls allowed.
         self.budget = budget
-        #: Why a host function stopped the guest: ``"host_calls"``, or the exception a
-        #: host function raised (a daemon bug).
+        #: Epoch ticks before the deadline.
+        self.ticks_left = ticks
+        #: Why the host stopped the guest: ``"host_calls"``, ``"timeout_ms"``,
+        #: ``"cancelled"``, or the exception a host function raised (a daemon bug).
         self.failure: str | BaseException | None = None
 
 
@@ -104,6 +114,14 @@ def failure(
     tool = host.tool_id
     if state.failure == "host_calls":
         return exceeded(tool, "host_calls", limits.max_host_calls, data=data)
+    if state.failure == "timeout_ms":
+        return exceeded(tool, "timeout_ms", limits.timeout_ms, data=data)
+    if state.failure == "cancelled":
+        return Cancelled(
+            f"{tool} was stopped before it finished: the call was cancelled (by its caller, "
+            "or by kamid stopping)",
+            data=data,
+        )
     if isinstance(state.failure, BaseException):
         return InternalError(
             f"the daemon failed while serving a host call of {tool}: {state.failure!r}; "

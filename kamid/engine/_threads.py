@@ -60,12 +60,13 @@ class WorkerThreads:
         """Runs ``fn()`` on a pool thread; it must handle its own exceptions."""
         self._put(_Job(fn))
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    async def run(self, fn: Callable[[], T], *, on_cancel: Callable[[], None] | None = None) -> T:
         """``fn()`` on a pool thread; its result or exception, in trio.
 
         Cancelled while still queued, the job is dropped at once; once it runs,
-        cancellation waits for it to finish (wasm cannot be abandoned mid-call), and its
-        result is delivered, with the cancellation taking effect at the next checkpoint.
+        cancellation calls ``on_cancel`` (which should make ``fn`` end soon) and waits
+        for it to finish (a thread cannot be abandoned mid-call); its result is
+        delivered, with the cancellation taking effect at the next checkpoint.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         task = trio.lowlevel.current_task()
@@ -79,10 +80,12 @@ class WorkerThreads:
 
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
             with self._lock:
-                if item.started:
-                    return trio.lowlevel.Abort.FAILED
-                item.cancelled = True
-                return trio.lowlevel.Abort.SUCCEEDED
+                if not item.started:
+                    item.cancelled = True
+                    return trio.lowlevel.Abort.SUCCEEDED
+            if on_cancel is not None:
+                on_cancel()
+            return trio.lowlevel.Abort.FAILED
 
         self._put(item)
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)

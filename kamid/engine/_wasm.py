@@ -9,9 +9,11 @@ calls.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.metadata
 import json
+import logging
 import mmap
 import platform
 import threading
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import wasmtime
+from wasmtime import _bindings
 from wasmtime import component as wc
 
 from kamid.hostapi import HostError, HttpRequest
@@ -45,6 +48,8 @@ if TYPE_CHECKING:
     from kamid.sandbox import Limits, SandboxSpec
 
 __all__ = ["WASMTIME_VERSION", "Loaded", "Runtime", "wat2wasm"]
+
+log = logging.getLogger("kamid.engine")
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 #: Everything that changes the native code; its hash is part of every AOT cache key.
@@ -134,12 +139,15 @@ class Runtime:
         Raises:
             KamiError: as documented by ``Engine.call``.
         """
-        state = CallState(host, limits.max_host_calls)
+        state = CallState(host, limits.max_host_calls, epoch_ticks(limits.timeout_ms, self.tick_ms))
         output = GuestOutput(host, limits.max_guest_output_bytes)
         wasi = _wasi_config(sandbox, output)
         store = wasmtime.Store(self._engine)
         store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(epoch_ticks(limits.timeout_ms, self.tick_ms))
+        # Every tick asks _on_tick whether to go on: that is how a deadline or a
+        # cancellation stops a running guest.
+        store.set_epoch_deadline(1)
+        _bindings.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_tick, None, _NO_FINALIZER)
         store.set_limits(
             memory_size=limits.memory_bytes,
             table_elements=limits.table_elements,
@@ -218,6 +226,44 @@ def _wasi_config(sandbox: SandboxSpec, output: GuestOutput) -> wasmtime.WasiConf
                 data={"host": preopen.host, "guest": preopen.guest},
             ) from exc
     return wasi
+
+
+# The epoch deadline callback (wasmtime's C API; wasmtime-py has no wrapper for it). One
+# function serves every store: it runs on the thread running the guest, inside
+# Runtime.run, so the call's state is the thread's current one (a nested invoke's store
+# runs, and ticks, only while the outer guest waits in a host call).
+_UPDATE_CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+_DeadlineCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.POINTER(_bindings.wasmtime_context_t),
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(_bindings.wasmtime_update_deadline_kind_t),
+)
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()
+
+
+def _tick(_context: object, _data: object, delta: Any, kind: Any) -> int:
+    """One epoch tick of a running guest: go on for one more tick, or trap (returning a
+    wasmtime error) when its deadline is reached or its call was cancelled."""
+    try:
+        state: CallState = _current.state
+        if state.host.cancelled:
+            state.failure = "cancelled"
+        else:
+            state.ticks_left -= 1
+            if state.ticks_left > 0:
+                delta[0] = 1
+                kind[0] = _UPDATE_CONTINUE
+                return 0
+            state.failure = "timeout_ms"
+    except BaseException:  # an exception must not reach wasmtime: stop the guest instead
+        log.exception("the epoch deadline callback failed; stopping the call")
+    error = _bindings.wasmtime_error_new(b"kami: call stopped at its deadline or cancelled")
+    return ctypes.cast(error, ctypes.c_void_p).value or 0
+
+
+_on_tick = _DeadlineCallback(_tick)
 
 
 # Host functions. The guest thread that calls one is inside Runtime.run, which put the

@@ -128,6 +128,8 @@ class _RemoteHost:
         self._forwarded = forwarded_host_methods()
         self.tool_id = tool_id
         self.host_calls = 0
+        #: Calls in worker processes are not cancelled: they run to their own deadline.
+        self.cancelled = False
 
     @property
     def logs(self) -> list[Any]:

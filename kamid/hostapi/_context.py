@@ -110,6 +110,13 @@ class HostContext:
         self.net_log: list[dict[str, Any]] = net.log if net is not None else []
         if net is not None:
             net.on_note = lambda message: self.log("warn", message)
+        #: Set by :meth:`cancel`; the engine stops the guest at its next epoch tick.
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Asks for the call to stop (any thread): the guest traps within one epoch tick
+        and the call fails with ``cancelled``. A call already finished is unaffected."""
+        self.cancelled = True
 
     @property
     def hosts(self) -> list[dict[str, Any]]:

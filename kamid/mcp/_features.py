@@ -13,7 +13,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
 from kamid.protocol import ExecToolParams, InternalError, KamiError, NotFound, render_prompt
 from kamid.protocol import mcp as wire
@@ -191,31 +190,19 @@ class Features:
     async def _exec(
         self, entry: ToolEntry, arguments: dict[str, Any], call: Call
     ) -> ExecToolResult | KamiError:
-        """Runs the call in the session's nursery and waits for it; a cancelled wait
-        leaves the call to finish on its own (its result is dropped)."""
-        assert self.session.nursery is not None
+        """Runs the call; cancelling the request stops it (within one epoch tick)."""
         assert self.session.ctx is not None
-        ctx = self.session.ctx
-        done = trio.Event()
-        box: list[ExecToolResult | KamiError] = []
-
-        async def run() -> None:
-            try:
-                params = self.exec_params(entry, arguments, call)
-                box.append(await self.session.hub.service.tools_exec(params, ctx))
-            except KamiError as exc:
-                box.append(exc)
-            except Exception:
-                log.exception("session %s: calling %s failed", self.session.id, entry.id)
-                box.append(
-                    InternalError("kamid failed running the tool; the details are in its log")
-                )
-            finally:
-                done.set()
-
-        self.session.nursery.start_soon(run)
-        await done.wait()
-        return box[0]
+        try:
+            params = self.exec_params(entry, arguments, call)
+            result: ExecToolResult = await self.session.hub.service.tools_exec(
+                params, self.session.ctx
+            )
+        except KamiError as exc:
+            return exc
+        except Exception:
+            log.exception("session %s: calling %s failed", self.session.id, entry.id)
+            return InternalError("kamid failed running the tool; the details are in its log")
+        return result
 
     def exec_params(
         self, entry: ToolEntry, arguments: dict[str, Any], call: Call

@@ -2,11 +2,11 @@
 
 The shim (``kamictl mcp``) answers ``initialize`` and ``server/discover`` itself and tells
 the daemon what it negotiated; everything else arrives here as raw MCP JSON-RPC lines.
-Requests run as tasks, answered as each finishes; ``notifications/cancelled`` stops
-waiting for one and frees its call slot at once (the wasm call itself ends by its own
-deadline, since a running call is never abandoned). Changes to what the agent can see
-are announced as ``list_changed`` notifications in the legacy era and on
-``subscriptions/listen`` streams in the modern one.
+Requests run as tasks, answered as each finishes (``tools/call`` often on the fast lane,
+without a task: see :meth:`McpSession.offer`); ``notifications/cancelled`` drops the
+request's answer, frees its call slot at once, and stops its wasm at the next epoch tick.
+Changes to what the agent can see are announced as ``list_changed`` notifications in the
+legacy era and on ``subscriptions/listen`` streams in the modern one.
 """
 
 from __future__ import annotations
@@ -56,14 +56,18 @@ def _resource_uris(tool_id: str) -> set[str]:
 
 class _FastCall:
     """A ``tools/call`` on the fast lane, as :attr:`McpSession._open` holds it:
-    cancelling it drops its answer and frees its session slot at once."""
+    cancelling it stops the call, drops its answer and frees its session slot at once."""
 
     def __init__(self, slots: trio.Semaphore) -> None:
         self._slots: trio.Semaphore | None = slots
         self.cancelled = False
+        #: Stops the running call (set once it started).
+        self.stop: Callable[[], None] | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
+        if self.stop is not None:
+            self.stop()
         self.release()
 
     def release(self) -> None:
@@ -138,8 +142,8 @@ class McpSession:
         }
 
     async def serve(self, lines: trio.MemoryReceiveChannel[bytes], ctx: RequestContext) -> None:
-        """Serves until the connection closes (the shim exited); cancelled calls wind down
-        by their own deadlines."""
+        """Serves until the connection closes (the shim exited); its running calls are
+        cancelled (each stops at its next epoch tick)."""
         self.ctx = ctx
         self.hub.sessions[self.id] = self
         try:
@@ -254,10 +258,12 @@ class McpSession:
                 release()
 
         params_ = features.exec_params(entry, arguments, call)
-        if self.hub.service.try_fast(params_, ctx.peer, answer, done, admitted=admitted):
-            return True
-        fast.release()
-        return False
+        stop = self.hub.service.try_fast(params_, ctx.peer, answer, done, admitted=admitted)
+        if stop is None:
+            fast.release()
+            return False
+        fast.stop = stop
+        return True
 
     async def _on_line(self, line: bytes) -> None:
         try:
@@ -369,8 +375,8 @@ class McpSession:
         finally:
             if self._open.get(request_id) is scope:
                 del self._open[request_id]
-        if scope.cancelled_caught:
-            return  # a cancelled request gets no answer
+        if scope.cancel_called:
+            return  # a cancelled request gets no answer, even one that finished meanwhile
         await sink(response)
 
     async def _respond(

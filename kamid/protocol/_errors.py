@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "Busy",
+    "Cancelled",
     "DaemonUnreachable",
     "IntegrityError",
     "InternalError",
@@ -135,6 +136,15 @@ class RequestTimeout(KamiError):
     kind = "timeout"
 
 
+class Cancelled(KamiError):
+    """The call was stopped because its caller gave up on it: MCP
+    ``notifications/cancelled``, a request abandoned by its client, or a stop whose grace
+    period ran out. Its answer is normally never sent; the audit log records it."""
+
+    code = -32011
+    kind = "cancelled"
+
+
 class DaemonUnreachable(KamiError):
     """Raised on the client only: no daemon answers on the socket."""
 
@@ -159,6 +169,7 @@ _BY_CODE: dict[int, type[KamiError]] = {
         ToolFailed,
         InvalidTool,
         RequestTimeout,
+        Cancelled,
         DaemonUnreachable,
     )
 }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from kamid.protocol import Cancelled, KamiError
 from tests.conftest import Daemon, make_tool, wat_component
 
 if TYPE_CHECKING:
@@ -225,6 +226,12 @@ def test_foreign_uid_is_refused(daemon: Daemon) -> None:
     assert "result" not in reply
 
 
+def _send_loop_call(sock: socket.socket, *, timeout_ms: int) -> None:
+    """Starts a call of dev.test.loop (loop.wat) that runs until ``timeout_ms``."""
+    params = {"tool": "dev.test.loop", "input": {}, "timeout_ms": timeout_ms}
+    send(sock, {"jsonrpc": "2.0", "id": 1, "method": "tools.exec", "params": params})
+
+
 def test_sigterm_drains_in_flight_call(daemon: Daemon, tmp_path: Path) -> None:
     import signal
 
@@ -232,15 +239,7 @@ def test_sigterm_drains_in_flight_call(daemon: Daemon, tmp_path: Path) -> None:
     daemon.call("tools.install", {"path": str(tool)})
     buf = bytearray()
     with connect(daemon) as sock:
-        send(
-            sock,
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "tools.exec",
-                "params": {"tool": "dev.test.loop", "input": {}, "timeout_ms": 1500},
-            },
-        )
+        _send_loop_call(sock, timeout_ms=1500)
         time.sleep(0.3)  # the call is running
         daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         reply = read_message(sock, buf)
@@ -248,3 +247,25 @@ def test_sigterm_drains_in_flight_call(daemon: Daemon, tmp_path: Path) -> None:
         assert reply["error"]["data"]["limit"] == "timeout_ms"
     assert daemon.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
     assert not daemon.paths.socket.exists()
+
+
+def test_daemon_stop_with_a_grace_period_cuts_the_wait(daemon: Daemon, tmp_path: Path) -> None:
+    tool = make_tool(tmp_path, wat_component("loop.wat"), tool_id="dev.test.loop")
+    daemon.call("tools.install", {"path": str(tool)})
+    with pytest.raises(KamiError) as info:
+        daemon.call("daemon.stop", {"grace_s": -1})
+    assert info.value.code == -32602
+    assert "grace_s must be 0-3600" in info.value.message
+    assert daemon.call("daemon.status")["calls_in_flight"] == 0  # refused: still serving
+    buf = bytearray()
+    with connect(daemon) as sock:
+        _send_loop_call(sock, timeout_ms=60_000)
+        while daemon.call("daemon.status")["calls_in_flight"] == 0:
+            time.sleep(0.02)
+        assert daemon.call("daemon.stop", {"grace_s": 0.2})["stopping"] is True
+        # The configured grace (10 s) would outlast this wait; the given one does not.
+        assert daemon.proc.wait(timeout=8) == 0  # type: ignore[union-attr]
+        # The running call was stopped at once, and says so.
+        reply = read_message(sock, buf)
+        assert reply["error"]["code"] == Cancelled.code, reply
+    assert "grace period of 0.2 s over with 1 call(s) in flight" in daemon.log()

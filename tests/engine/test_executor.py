@@ -11,7 +11,7 @@ import trio
 
 from kamid.engine import Engine, Executor
 from kamid.hostapi import HostContext
-from kamid.protocol import LimitExceeded
+from kamid.protocol import Cancelled, LimitExceeded
 
 from .conftest import FAST, host
 
@@ -87,18 +87,36 @@ async def test_the_engine_ticks_its_own_deadlines(
     assert quiet_engine.ticks >= 50 // quiet_engine.tick_ms
 
 
-async def test_cancelling_a_call_waits_for_its_deadline(
+async def test_cancelling_a_call_stops_it_at_the_next_tick(
     quiet_engine: Engine, wasm: Callable[[str], Wasm]
 ) -> None:
     loop = wasm("loop")
     executor = Executor(quiet_engine)
-    limits = attrs.evolve(FAST, timeout_ms=250, fuel=10**15)
+    limits = attrs.evolve(FAST, timeout_ms=30_000, fuel=10**15)
+    context = host()
     async with trio.open_nursery() as nursery:
         await nursery.start(executor.run)
         start = trio.current_time()
-        with trio.move_on_after(0.02), pytest.raises(LimitExceeded):
-            # Cancelled after 20 ms, the call still ends the only way it can: at its
-            # deadline, and its outcome is delivered before the cancellation takes effect.
-            await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=host())
-        assert trio.current_time() - start >= 0.2
+        with trio.move_on_after(0.05), pytest.raises(Cancelled) as info:
+            # Cancelled after 50 ms, the running call is stopped by the engine (its
+            # outcome is delivered before the cancellation takes effect).
+            await executor.call(loop.sha256, loop.path, "{}", limits=limits, host=context)
+        assert context.cancelled
+        assert trio.current_time() - start < 15  # far from its 30 s deadline
+        assert info.value.data["usage"]["fuel_consumed"] > 0  # it ran, then was stopped
+        # The engine still runs calls afterwards.
+        echo = wasm("echo")
+        outcome = await executor.call(echo.sha256, echo.path, "[1]", limits=FAST, host=host())
+        assert outcome.value == [1]
         nursery.cancel_scope.cancel()
+
+
+def test_a_cancelled_host_stops_its_call(engine: Engine, wasm: Callable[[str], Wasm]) -> None:
+    loop = wasm("loop")
+    limits = attrs.evolve(FAST, timeout_ms=30_000, fuel=10**15)
+    context = host()
+    threading.Timer(0.05, context.cancel).start()
+    with pytest.raises(Cancelled) as info:
+        engine.call(loop.sha256, loop.path, "{}", limits=limits, host=context)
+    assert "was cancelled" in info.value.message
+    assert info.value.data["usage"]["wall_ms"] < 15_000

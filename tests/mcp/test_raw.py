@@ -180,15 +180,25 @@ def test_cancelling_a_call_frees_its_slot(wat_daemon: Daemon) -> None:
         # Wait until the loop really runs: then it holds the session's only call slot.
         while wat_daemon.call("daemon.status")["calls_in_flight"] == 0:
             time.sleep(0.02)
+        cancelled_at = time.monotonic()
         shim.notify("notifications/cancelled", {"requestId": looping, "reason": "test"})
         answer = shim.request("tools/call", {"name": "echo", "arguments": {"text": "next"}})
         assert answer["result"]["structuredContent"] == {"text": "next"}
-        # The loop still runs (until its 4 s deadline) yet the slot was free for echo.
-        assert wat_daemon.call("daemon.status")["calls_in_flight"] == 1
-        while wat_daemon.call("daemon.status")["calls_in_flight"]:
-            time.sleep(0.1)
+        _assert_stopped_early(wat_daemon, cancelled_at, deadline_s=4.0)
         # The cancelled request never gets an answer: the next line answers the ping.
         assert shim.request("ping")["result"] == {}
+
+
+def _assert_stopped_early(daemon: Daemon, since: float, *, deadline_s: float) -> None:
+    """The cancelled loop stopped well before its own deadline, and was audited so."""
+    while daemon.call("daemon.status")["calls_in_flight"]:
+        assert time.monotonic() - since < deadline_s / 2, "the cancelled call kept running"
+        time.sleep(0.02)
+    audit = run_kamictl(daemon.home, "audit", "--json", "--limit", "5")
+    assert audit.returncode == 0, audit.stderr
+    entries = json.loads(audit.stdout)["entries"]
+    kinds = {(row["tool"], row["outcome"]) for row in entries}
+    assert ("dev.test.loop", "cancelled") in kinds, kinds
 
 
 @pytest.mark.examples
