@@ -98,6 +98,8 @@ class Security:
         self._config_lock = trio.Lock()
         #: Told the new config after ``limits.set`` (the service keeps its own reference).
         self.config_changed: Callable[[DaemonConfig], None] = lambda _config: None
+        #: Called with a tool id after its grants changed (MCP sessions hear of it).
+        self.grants_changed: Callable[[str], Awaitable[None]] = _nothing
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Writes the audit log until cancelled (then writes what is left). Started at once."""
@@ -196,6 +198,9 @@ class Security:
             detail={"changes": changes},
         )
         log.info("%s %s: %s", action, record.id, "; ".join(changes) or "no change")
+        if before != after:
+            # Annotations (read-only, open-world) follow the grants: agents refetch.
+            await self.grants_changed(record.id)
         return GrantToolResult(
             tool=record.id, grants=after, changed=before != after, changes=changes
         )
@@ -447,3 +452,7 @@ def _entry(row: AuditRow) -> AuditEntry:
         hosts=list(row.hosts),
         detail=row.detail,
     )
+
+
+async def _nothing(_tool_id: str) -> None:
+    return None

@@ -117,6 +117,7 @@ class KamiService:
         self.security.config_changed = functools.partial(setattr, self, "config")
         #: MCP sessions, profiles and change events (kamid/mcp).
         self.mcp = McpHub(self)
+        self.security.grants_changed = self.mcp.tools_changed
         #: kami:tool/http (kamid/hostapi/_http.py) and the secrets it injects (kamid/secrets.py).
         self.network = Network(config.net)
         self.secrets = Secrets(directory=paths.data / "secrets", store=store, io=self._io)

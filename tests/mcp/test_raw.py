@@ -509,3 +509,28 @@ def test_pages_and_long_messages(wat_daemon: Daemon) -> None:
         uri = "kami://tools/" + "x" * 300_000
         long = send({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": uri}})
         assert long["error"]["data"]["uri"] == uri
+
+
+def test_grant_and_revoke_announce_the_changed_annotations(wat_daemon: Daemon) -> None:
+    def echo_hints() -> dict[str, Any]:
+        tools = shim.call("tools/list")["tools"]
+        hints: dict[str, Any] = next(t for t in tools if t["name"] == "echo")["annotations"]
+        return hints
+
+    with Shim(wat_daemon.home) as shim:
+        shim.initialize()
+        assert echo_hints()["openWorldHint"] is False
+        grant = run_kamictl(wat_daemon.home, "grant", "dev.test.echo", "--net", "example.com")
+        assert grant.returncode == 0, grant.stderr
+        shim.notification("notifications/tools/list_changed")
+        assert echo_hints()["openWorldHint"] is True
+        # A grant that changes nothing announces nothing; a revoke announces again.
+        again = run_kamictl(wat_daemon.home, "grant", "dev.test.echo", "--net", "example.com")
+        assert again.returncode == 0, again.stderr
+        revoke = run_kamictl(wat_daemon.home, "revoke", "dev.test.echo", "--net", "example.com")
+        assert revoke.returncode == 0, revoke.stderr
+        shim.notification("notifications/tools/list_changed")
+        assert echo_hints()["openWorldHint"] is False
+        assert not [
+            n for n in shim.notifications if n["method"] == "notifications/tools/list_changed"
+        ]
