@@ -25,6 +25,7 @@ __all__ = ["capabilities", "check_ceilings", "component_imports", "requested_lim
 # shown when it does not).
 _NEEDS: dict[str, tuple[str, str]] = {
     "network": ("kami:tool/http@", "kami:tool/http"),
+    "secret": ("kami:tool/http@", "kami:tool/http"),
     "filesystem": ("wasi:filesystem/", "wasi:filesystem"),
     "path": ("wasi:filesystem/", "wasi:filesystem"),
     "environment": ("wasi:cli/environment@", "wasi:cli/environment"),
@@ -111,6 +112,14 @@ def capabilities(
         rows += [("network", f"{r.host} ({', '.join(r.methods)})", "") for r in requests.net]
         fs = requests.fs
         rows += [("environment", name, "kamid's own value") for name in requests.env]
+        rows += [
+            (
+                "secret",
+                f"{r.name}: header {r.header} on requests to {', '.join(r.hosts)}",
+                f"value from `kamictl secret set {r.name}`; the tool never sees it",
+            )
+            for r in requests.secrets
+        ]
     else:
         assert grants is not None
         rows += [("network", f"{n.host} ({', '.join(n.methods)})", "") for n in grants.net]

@@ -9,7 +9,13 @@ import pytest
 
 from kamid.capabilities import capabilities, check_ceilings, requested_limits
 from kamid.config import load_config
-from kamid.protocol import Grants, InvalidParams, PolicyDenied, SecurityRequests
+from kamid.protocol import (
+    Grants,
+    InvalidParams,
+    PolicyDenied,
+    SecretRequest,
+    SecurityRequests,
+)
 from kamid.sandbox import CEILINGS, DEFAULTS, LIMIT_NAMES, MiB, limits_for, raise_limits
 
 if TYPE_CHECKING:
@@ -74,6 +80,13 @@ def test_capability_rows_say_what_the_component_could_use() -> None:
     assert by_kind["limit"].used is None
     imports = ["wasi:filesystem/types@0.2.9", "wasi:cli/environment@0.2.9"]
     assert all(row.used is not False for row in capabilities(requests, imports))
+    token = SecretRequest(name="API_TOKEN", hosts=("api.example.com",), header="Authorization")
+    with_secret = capabilities(SecurityRequests(secrets=(token,)), ["kami:tool/host@0.1.0"])
+    assert [(r.kind, r.used) for r in with_secret] == [("secret", False)]
+    assert "API_TOKEN: header Authorization on requests to api.example.com" in (
+        with_secret[0].detail
+    )
+    assert "does not import kami:tool/http" in with_secret[0].note
     granted = capabilities(None, [], grants=Grants(kv=True, invoke=("dev.a.b",)))
     assert [(r.kind, r.used) for r in granted] == [("kv", False), ("invoke", False)]
 
