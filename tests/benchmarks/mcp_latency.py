@@ -17,6 +17,7 @@ at most 1.5x the SDK server's over stdio, and KAMI p99 at most 10 ms.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import textwrap
@@ -150,7 +151,7 @@ def measure(
         ).as_dict()
         for mode in modes:
             _progress(f"{mode}: {calls} tools/call each through kamictl mcp and an SDK server")
-            run = trio.run(lambda m=mode: _mode(home, server, m, calls=calls, warmup=warmup))
+            run = trio.run(functools.partial(_mode, home, server, mode, calls=calls, warmup=warmup))
             summaries = {k: summarize(v).as_dict() for k, v in run["samples_ms"].items()}
             kami, sdk = summaries["kami"], summaries["sdk"]
             results["modes"][mode] = {

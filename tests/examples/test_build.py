@@ -21,7 +21,7 @@ import wasmtime
 from wasmtime import component as wc
 
 from kamictl import build
-from kamid.protocol import InvalidTool, load_manifest
+from kamid.protocol import COMPONENT_PREAMBLE, InvalidTool, load_manifest
 from tests import _examples
 
 pytestmark = pytest.mark.examples
@@ -73,7 +73,7 @@ def fake_toolchain(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
     def fake(tool_dir: Path, source: Path, wit: Path, spec: Any, out: Path, progress: Any) -> None:
         calls.append(tool_dir)
-        out.write_bytes(build.COMPONENT_PREAMBLE)
+        out.write_bytes(COMPONENT_PREAMBLE)
 
     monkeypatch.setattr(build, "_componentize_py", fake)
     monkeypatch.setattr(build, "_componentize_js", fake)
@@ -145,7 +145,7 @@ def test_a_newer_input_rebuilds(
 
     assert not result.skipped
     assert fake_toolchain == [tool]
-    assert result.size == len(build.COMPONENT_PREAMBLE)
+    assert result.size == len(COMPONENT_PREAMBLE)
     assert build.build_tool(tool).skipped, "the rebuilt output is newer than every input"
 
 

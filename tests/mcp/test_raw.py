@@ -151,7 +151,7 @@ def test_modern_era_envelope_errors(wat_daemon: Daemon) -> None:
         assert half["error"]["code"] == -32602
         assert "clientCapabilities" in half["error"]["message"]
         future = shim.request(
-            "tools/list", modern(**{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})
+            "tools/list", modern(None, **{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})
         )
         assert future["error"]["code"] == -32022
         assert future["error"]["data"] == {"supported": ["2026-07-28"], "requested": "2099-01-01"}
@@ -495,7 +495,7 @@ def test_pages_and_long_messages(wat_daemon: Daemon) -> None:
         ]
         names, cursor, pages = [], None, 0
         while True:
-            params = {"cursor": cursor} if cursor else {}
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             page = send({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params})
             names += [t["name"] for t in page["result"]["tools"]]
             pages += 1

@@ -141,13 +141,15 @@ async def test_resources_prompts_and_progress(wat_daemon: Daemon, mode: str) -> 
                 await client.get_prompt("echo.shout", {})
             assert incomplete.value.code == -32602
 
-            progress: list[tuple[float, float | None, str | None]] = []
+            seen: list[tuple[float, float | None, str | None]] = []
 
-            async def on_progress(value: float, total: float | None, message: str | None) -> None:
-                progress.append((value, total, message))
+            async def on_progress(
+                progress: float, total: float | None, message: str | None
+            ) -> None:
+                seen.append((progress, total, message))
 
             result = await client.call_tool("echo", {"text": "hi"}, progress_callback=on_progress)
             assert result.structured_content == {"text": "hi"}
-            assert [p[0] for p in progress] == [0, 1]
-            assert progress[-1][2] is not None
-            assert "finished" in progress[-1][2]
+            assert [p[0] for p in seen] == [0, 1]
+            assert seen[-1][2] is not None
+            assert "finished" in seen[-1][2]

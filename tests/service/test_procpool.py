@@ -13,7 +13,7 @@ import trio.testing
 
 from kamid.engine import Engine, Executor
 from kamid.hostapi import HostContext, HttpRequest, HttpResponse
-from kamid.protocol import InternalError, LimitExceeded
+from kamid.protocol import InternalError, KamiError, LimitExceeded
 from tests._engine import FAST, DictIndex, compile_wat
 from tests._engine import Granted as Recorder
 
@@ -153,6 +153,7 @@ async def test_a_worker_that_dies_fails_its_call_and_is_replaced(
         (victim,) = await wait_busy(executor, 1)
         os.kill(victim, signal.SIGKILL)
     (error,) = failure
+    assert isinstance(error, KamiError)
     assert f"(pid {victim}) died during the call: it was killed by signal SIGKILL" in error.message
     outcome = await executor.call(
         echo.sha256, echo.path, '"ok"', limits=FAST, host=HostContext(tool_id="e")
