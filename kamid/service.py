@@ -442,7 +442,18 @@ class KamiService:
                 reply = make_error(request_id, error)
             ctx.reply_from_thread(reply)
 
-        return self.try_fast(p, ctx.peer, answer, ctx.done) is not None
+        forget: list[Callable[[], None]] = []
+
+        def done() -> None:
+            for f in forget:
+                f()
+            ctx.done()
+
+        cancel = self.try_fast(p, ctx.peer, answer, done)
+        if cancel is None:
+            return False
+        forget.append(ctx.on_disconnect(cancel))  # a client that goes away stops its call
+        return True
 
     def try_fast(
         self,

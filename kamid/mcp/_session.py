@@ -160,11 +160,16 @@ class McpSession:
                     # Whatever changed while the daemon was away: have the client refetch.
                     await self._announce(Change(everything=True))
                 async for line in lines:
-                    await self._on_line(line)
-                    self._queued -= 1
+                    try:
+                        await self._on_line(line)
+                    finally:
+                        self._queued -= 1
                 nursery.cancel_scope.cancel()
         finally:
             self.hub.sessions.pop(self.id, None)
+            for request in list(self._open.values()):
+                if isinstance(request, _FastCall):
+                    request.cancel()  # as the requests with a task were
             log.info("MCP session %s closed", self.id)
 
     async def send(self, message: Any) -> None:

@@ -93,3 +93,28 @@ def test_audit_and_tool_log_have_the_call_before_its_answer(daemon: Daemon, tmp_
             entries = read_message(sock, buf)["result"]["entries"]
             assert sum(e["action"] == "exec" for e in entries) == i + 1
             assert entries[0]["outcome"] == "tool_failed"
+
+
+def test_a_client_that_goes_away_stops_its_fast_call(daemon: Daemon, tmp_path: Path) -> None:
+    loop = make_tool(tmp_path, wat_component("loop.wat"), tool_id="dev.test.loop")
+    daemon.call("tools.install", {"path": str(loop)})
+    buf = bytearray()
+    with connect(daemon) as sock:  # the dispatcher's call: resolves and caches the tool
+        send(sock, {**_exec(1, {}, tool="dev.test.loop"), "params": _loop_params(100)})
+        assert read_message(sock, buf)["error"]["data"]["limit"] == "timeout_ms"
+    fast = daemon.call("daemon.status")["calls_fast"]
+    with connect(daemon) as sock:
+        send(sock, {**_exec(2, {}, tool="dev.test.loop"), "params": _loop_params(30_000)})
+        while daemon.call("daemon.status")["calls_in_flight"] == 0:
+            time.sleep(0.02)
+        assert daemon.call("daemon.status")["calls_fast"] == fast + 1
+    gone = time.monotonic()
+    while daemon.call("daemon.status")["calls_in_flight"]:
+        assert time.monotonic() - gone < 15, "the call ran on after its client left"
+        time.sleep(0.02)
+    entries = daemon.call("audit.list", {"tool": "dev.test.loop"})["entries"]
+    assert entries[0]["outcome"] == "cancelled"
+
+
+def _loop_params(timeout_ms: int) -> dict[str, Any]:
+    return {"tool": "dev.test.loop", "input": {}, "timeout_ms": timeout_ms}
