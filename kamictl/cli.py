@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kamid.protocol import DaemonUnreachable, KamiError, Paths
 
@@ -25,7 +25,7 @@ __all__ = ["COMMAND_MODULES", "main"]
 
 #: Modules that add subcommands: each has ``register(add)`` where ``add(name, fn, help)``
 #: creates a subparser (with --json/--no-autostart) and returns it. Keep their top-level
-#: imports light (argparse-level): every kamictl invocation imports them.
+#: imports light (argparse-level): every kamictl invocation but exec and run imports them.
 COMMAND_MODULES: tuple[str, ...] = (
     "kamictl._cmd_security",
     "kamictl._cmd_service",
@@ -40,6 +40,15 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 class UsageError(Exception):
     pass
+
+
+class _NotExec(Exception):
+    """The exec-only parser cannot take this command line; the whole parser will."""
+
+
+class _ExecOnlyParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _NotExec(message)
 
 
 def client_for(args: argparse.Namespace) -> Client:
@@ -239,9 +248,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(args)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from kamictl import _cmd_registry, _cmd_service
-
+def _parser(*, exec_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line, or only ``exec`` and ``run`` and no -h (see :func:`_parse`)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw result"
@@ -252,9 +260,10 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="fail (exit 3) instead of starting kamid when it is not running",
     )
-    parser = argparse.ArgumentParser(
+    parser = (_ExecOnlyParser if exec_only else argparse.ArgumentParser)(
         prog="kamictl",
         parents=[common],
+        add_help=not exec_only,
         description="Control kamid: install, inspect and run sandboxed WebAssembly tools.",
         epilog="Exit codes: 0 ok, 1 error from the daemon, 2 usage, 3 daemon unreachable. "
         "KAMI_HOME relocates all state.",
@@ -262,28 +271,37 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> Any:
-        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p = sub.add_parser(
+            name, parents=[common], help=help_, description=help_, add_help=not exec_only
+        )
         p.set_defaults(fn=fn)
         return p
 
-    p = add("daemon", cmd_daemon, "start, stop or show the daemon, or install it as a service")
-    p.add_argument("action", choices=["start", "stop", "status", "install-service"])
-    p.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
-    _cmd_service.add_install_service_arguments(p)
-    p = add("install", cmd_install, "install a tool: a directory, .kami file or URL, ID[@RANGE]")
-    p.add_argument(
-        "path", help="tool directory, .kami package (path or URL), or registry id like id@^1.2"
-    )
-    p.add_argument("--yes", "-y", action="store_true", help="approve requested capabilities")
-    _cmd_registry.add_install_arguments(p)
-    add("list", cmd_list, "list installed tools")
-    p = add("inspect", cmd_inspect, "show a tool's manifest, hash, grants and cache state")
-    p.add_argument("tool", help="tool id or unique name")
-    p = add("uninstall", cmd_uninstall, "remove a tool")
-    p.add_argument("tool", help="tool id or unique name")
-    p.add_argument(
-        "--purge", action="store_true", help="also delete its persistent sandbox directory (/data)"
-    )
+    if not exec_only:
+        from kamictl import _cmd_registry, _cmd_service
+
+        p = add("daemon", cmd_daemon, "start, stop or show the daemon, or install it as a service")
+        p.add_argument("action", choices=["start", "stop", "status", "install-service"])
+        p.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
+        _cmd_service.add_install_service_arguments(p)
+        p = add(
+            "install", cmd_install, "install a tool: a directory, .kami file or URL, ID[@RANGE]"
+        )
+        p.add_argument(
+            "path", help="tool directory, .kami package (path or URL), or registry id like id@^1.2"
+        )
+        p.add_argument("--yes", "-y", action="store_true", help="approve requested capabilities")
+        _cmd_registry.add_install_arguments(p)
+        add("list", cmd_list, "list installed tools")
+        p = add("inspect", cmd_inspect, "show a tool's manifest, hash, grants and cache state")
+        p.add_argument("tool", help="tool id or unique name")
+        p = add("uninstall", cmd_uninstall, "remove a tool")
+        p.add_argument("tool", help="tool id or unique name")
+        p.add_argument(
+            "--purge",
+            action="store_true",
+            help="also delete its persistent sandbox directory (/data)",
+        )
     for name, fn, target, help_ in (
         ("exec", cmd_exec, "tool", "run an installed tool and print its JSON output"),
         ("run", cmd_run, "file", "run a component file once with deny-all grants"),
@@ -298,6 +316,8 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="queue behind interactive calls when kamid is busy (scripts, pipelines)",
             )
+    if exec_only:
+        return parser
     p = add("build", cmd_build, "build a tool's component from source")
     p.add_argument("path", help="tool directory with a [build] section in tool.toml")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
@@ -308,9 +328,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    # Building every command's parser (and importing their modules) is a sixth of a
+    # `kamictl exec`'s start-up. A command line the exec-only parser accepts means the same
+    # to the whole one; anything else, -h and every error included, goes to the whole one.
+    if "exec" in argv or "run" in argv:
+        try:
+            return _parser(exec_only=True).parse_args(argv)
+        except _NotExec:
+            pass
+    return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else argv)
     args.json = getattr(args, "json", False)
     args.no_autostart = getattr(args, "no_autostart", False) or bool(
         os.environ.get("KAMI_NO_AUTOSTART")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ def start_daemon(paths: Paths) -> None:
     Raises:
         DaemonUnreachable: the daemon could not start; the message carries its reason.
     """
+    import subprocess  # only here: every other call of a short-lived kamictl skips it
+
     env = dict(os.environ)
     proc = subprocess.run(
         [sys.executable, "-m", "kamid"],

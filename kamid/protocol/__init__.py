@@ -1,107 +1,304 @@
 """The wire contract between kamid and its clients.
 
 Importable without trio, wasmtime, apsw or rich: ``kamictl`` imports only this package.
+
+Each name is imported from its module on first use (PEP 562), so ``kamictl exec``, which
+needs the framing, the errors and :class:`Paths`, does not pay for every message type, the
+manifest parser, cattrs and tomlkit on each start.
 """
 
-from . import _mcp as mcp
-from ._convert import (
-    converter,
-    make_error,
-    make_notification,
-    make_request,
-    make_result,
-    structure_params,
-)
-from ._errors import *  # noqa: F403
-from ._errors import __all__ as _errors_all
-from ._framing import DEFAULT_MAX_FRAME, FrameTooLarge, LineBuffer, decode_frame, encode_frame
-from ._grants import FsGrant, Grants, NetGrant, grants_from_requests
-from ._manifest import (
-    MANIFEST_NAME,
-    Argument,
-    BuildSpec,
-    Manifest,
-    NetRequest,
-    SecurityRequests,
-    ToolSection,
-    load_manifest,
-    parse_manifest,
-)
-from ._mcp import AttachMcpParams, AttachMcpResult, ListenSpec
-from ._messages import *  # noqa: F403
-from ._messages import __all__ as _messages_all
-from ._methods import METHODS, NOTIFICATIONS, MethodSpec
-from ._metrics import *  # noqa: F403
-from ._metrics import __all__ as _metrics_all
-from ._netrules import *  # noqa: F403
-from ._netrules import __all__ as _netrules_all
-from ._package import *  # noqa: F403
-from ._package import __all__ as _package_all
-from ._paths import MAX_SOCKET_PATH, Paths
-from ._profiles import *  # noqa: F403
-from ._profiles import __all__ as _profiles_all
-from ._prompts import PromptArgument, PromptSpec, render_prompt
-from ._registry import *  # noqa: F403
-from ._registry import __all__ as _registry_all
-from ._secrets import *  # noqa: F403
-from ._secrets import __all__ as _secrets_all
-from ._security import *  # noqa: F403
-from ._security import __all__ as _security_all
-from ._semver import Version, VersionRange, parse_ref
-from ._signing import *  # noqa: F403
-from ._signing import __all__ as _signing_all
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import _mcp as mcp
+    from ._convert import converter as converter
+    from ._convert import structure_params as structure_params
+    from ._envelope import make_error as make_error
+    from ._envelope import make_notification as make_notification
+    from ._envelope import make_request as make_request
+    from ._envelope import make_result as make_result
+    from ._errors import *  # noqa: F403
+    from ._framing import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
+    from ._framing import FrameTooLarge as FrameTooLarge
+    from ._framing import LineBuffer as LineBuffer
+    from ._framing import decode_frame as decode_frame
+    from ._framing import encode_frame as encode_frame
+    from ._grants import FsGrant as FsGrant
+    from ._grants import Grants as Grants
+    from ._grants import NetGrant as NetGrant
+    from ._grants import grants_from_requests as grants_from_requests
+    from ._manifest import MANIFEST_NAME as MANIFEST_NAME
+    from ._manifest import Argument as Argument
+    from ._manifest import BuildSpec as BuildSpec
+    from ._manifest import Manifest as Manifest
+    from ._manifest import NetRequest as NetRequest
+    from ._manifest import SecurityRequests as SecurityRequests
+    from ._manifest import ToolSection as ToolSection
+    from ._manifest import load_manifest as load_manifest
+    from ._manifest import parse_manifest as parse_manifest
+    from ._mcp import AttachMcpParams as AttachMcpParams
+    from ._mcp import AttachMcpResult as AttachMcpResult
+    from ._mcp import ListenSpec as ListenSpec
+    from ._messages import *  # noqa: F403
+    from ._methods import METHODS as METHODS
+    from ._methods import NOTIFICATIONS as NOTIFICATIONS
+    from ._methods import MethodSpec as MethodSpec
+    from ._metrics import *  # noqa: F403
+    from ._netrules import *  # noqa: F403
+    from ._package import *  # noqa: F403
+    from ._paths import MAX_SOCKET_PATH as MAX_SOCKET_PATH
+    from ._paths import Paths as Paths
+    from ._profiles import *  # noqa: F403
+    from ._prompts import PromptArgument as PromptArgument
+    from ._prompts import PromptSpec as PromptSpec
+    from ._prompts import render_prompt as render_prompt
+    from ._registry import *  # noqa: F403
+    from ._secrets import *  # noqa: F403
+    from ._security import *  # noqa: F403
+    from ._semver import Version as Version
+    from ._semver import VersionRange as VersionRange
+    from ._semver import parse_ref as parse_ref
+    from ._signing import *  # noqa: F403
 
 PROTOCOL_VERSION = "0.1"
 
-__all__ = [
-    "DEFAULT_MAX_FRAME",
-    "MANIFEST_NAME",
-    "MAX_SOCKET_PATH",
-    "METHODS",
-    "NOTIFICATIONS",
-    "PROTOCOL_VERSION",
-    "Argument",
-    "AttachMcpParams",
-    "AttachMcpResult",
-    "BuildSpec",
-    "FrameTooLarge",
-    "FsGrant",
-    "Grants",
-    "LineBuffer",
-    "ListenSpec",
-    "Manifest",
-    "MethodSpec",
-    "NetGrant",
-    "NetRequest",
-    "Paths",
-    "PromptArgument",
-    "PromptSpec",
-    "SecurityRequests",
-    "ToolSection",
-    "converter",
-    "decode_frame",
-    "encode_frame",
-    "grants_from_requests",
-    "load_manifest",
-    "make_error",
-    "make_notification",
-    "make_request",
-    "make_result",
-    "mcp",
-    "parse_manifest",
-    "render_prompt",
-    "structure_params",
-    *_errors_all,
-    *_messages_all,
-    *_netrules_all,
-    *_secrets_all,
-    *_security_all,
-    *_metrics_all,
-    *_package_all,
-    *_registry_all,
-    *_signing_all,
-    "Version",
-    "VersionRange",
-    "parse_ref",
-    *_profiles_all,
-]
+#: The module that defines each public name. For the modules imported with ``*`` above this
+#: is their whole ``__all__`` (tests/protocol checks both).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "_convert": (
+        "converter",
+        "structure_params",
+    ),
+    "_envelope": (
+        "make_error",
+        "make_notification",
+        "make_request",
+        "make_result",
+    ),
+    "_errors": (
+        "Busy",
+        "DaemonUnreachable",
+        "IntegrityError",
+        "InternalError",
+        "InvalidParams",
+        "InvalidRequest",
+        "InvalidTool",
+        "KamiError",
+        "LimitExceeded",
+        "MethodNotFound",
+        "NotFound",
+        "ParseError",
+        "PolicyDenied",
+        "RequestTimeout",
+        "ShuttingDown",
+        "ToolFailed",
+        "error_from_wire",
+        "error_to_wire",
+    ),
+    "_framing": (
+        "DEFAULT_MAX_FRAME",
+        "FrameTooLarge",
+        "LineBuffer",
+        "decode_frame",
+        "encode_frame",
+    ),
+    "_grants": (
+        "FsGrant",
+        "Grants",
+        "NetGrant",
+        "grants_from_requests",
+    ),
+    "_manifest": (
+        "MANIFEST_NAME",
+        "Argument",
+        "BuildSpec",
+        "Manifest",
+        "NetRequest",
+        "SecurityRequests",
+        "ToolSection",
+        "load_manifest",
+        "parse_manifest",
+    ),
+    "_mcp": (
+        "AttachMcpParams",
+        "AttachMcpResult",
+        "ListenSpec",
+    ),
+    "_messages": (
+        "CacheStatistics",
+        "CallerInfo",
+        "DaemonStatusParams",
+        "DaemonStatusResult",
+        "DaemonStopParams",
+        "DaemonStopResult",
+        "ExecToolParams",
+        "ExecToolResult",
+        "InspectToolParams",
+        "InspectToolResult",
+        "InstallToolParams",
+        "InstallToolResult",
+        "ListToolsParams",
+        "ListToolsResult",
+        "LogLine",
+        "ProgressParams",
+        "RunWasmParams",
+        "ToolSummary",
+        "UninstallToolParams",
+        "UninstallToolResult",
+        "Usage",
+    ),
+    "_methods": (
+        "METHODS",
+        "NOTIFICATIONS",
+        "MethodSpec",
+    ),
+    "_metrics": (
+        "PRIORITIES",
+        "ActivityStatistics",
+        "GetMetricsParams",
+        "GetMetricsResult",
+        "Priority",
+        "SchedulerStatistics",
+        "ToolActivity",
+    ),
+    "_netrules": (
+        "DEFAULT_PORTS",
+        "HEADER_NAME",
+        "RESERVED_REQUEST_HEADERS",
+        "HostRule",
+        "IPAddress",
+        "IPNetwork",
+        "normalize_host",
+        "normalize_ip",
+        "parse_host_rule",
+        "reserved_header",
+    ),
+    "_package": (
+        "COMPONENT_PREAMBLE",
+        "MAX_ENTRIES",
+        "MAX_PACKAGE_BYTES",
+        "PACKAGE_SUFFIX",
+        "Package",
+        "check_component",
+        "component_path",
+        "read_package",
+        "write_package",
+    ),
+    "_paths": (
+        "MAX_SOCKET_PATH",
+        "Paths",
+    ),
+    "_profiles": (
+        "PROFILE_NAME_RE",
+        "CreateProfileParams",
+        "DeleteProfileParams",
+        "DeleteProfileResult",
+        "ListProfilesParams",
+        "ListProfilesResult",
+        "Profile",
+    ),
+    "_prompts": (
+        "PromptArgument",
+        "PromptSpec",
+        "render_prompt",
+    ),
+    "_registry": (
+        "REGISTRY_OPERATOR_METHODS",
+        "AddRegistryParams",
+        "AddRegistryResult",
+        "AddTrustParams",
+        "ListRegistriesParams",
+        "ListRegistriesResult",
+        "ListTrustParams",
+        "ListTrustResult",
+        "OutdatedTool",
+        "OutdatedToolsParams",
+        "OutdatedToolsResult",
+        "PinToolParams",
+        "PinToolResult",
+        "RegistryInfo",
+        "RegistryProblem",
+        "RemoveRegistryParams",
+        "RemoveRegistryResult",
+        "RemoveTrustParams",
+        "SearchHit",
+        "SearchRegistryParams",
+        "SearchRegistryResult",
+        "SignerInfo",
+        "ToolUpdate",
+        "TrustKeyResult",
+        "TrustedKey",
+        "UpdateStatus",
+        "UpdateToolsParams",
+        "UpdateToolsResult",
+        "VerifyToolParams",
+        "VerifyToolResult",
+    ),
+    "_secrets": (
+        "MAX_SECRET_BYTES",
+        "SECRET_NAME",
+        "DeleteSecretParams",
+        "DeleteSecretResult",
+        "ListSecretsParams",
+        "ListSecretsResult",
+        "SecretInfo",
+        "SecretRequest",
+        "SetSecretParams",
+        "SetSecretResult",
+        "placeholder",
+    ),
+    "_security": (
+        "OPERATOR_METHODS",
+        "AuditEntry",
+        "AuditListParams",
+        "AuditListResult",
+        "Capability",
+        "GetLimitsParams",
+        "GrantToolParams",
+        "GrantToolResult",
+        "LimitsResult",
+        "RevokeToolParams",
+        "SetLimitsParams",
+    ),
+    "_semver": (
+        "Version",
+        "VersionRange",
+        "parse_ref",
+    ),
+    "_signing": (
+        "ASSETS_DIR",
+        "PAYLOAD_HEADER",
+        "SIGNATURE_FILE",
+        "SignedContent",
+        "ToolSignature",
+        "assets_digest",
+        "decode_public_key",
+        "digest_assets",
+        "encode_public_key",
+        "key_id_of",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = ["PROTOCOL_VERSION", "mcp", *_MODULE_OF]
+
+
+# Hidden from type checkers, which read the imports at the top instead: a module
+# __getattr__ would make them take any misspelt name for an Any.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        # __import__ rather than importlib.import_module: only the former shows in -X importtime.
+        if name == "mcp":
+            value: Any = __import__(f"{__name__}._mcp", fromlist=["_"])
+        elif name in _MODULE_OF:
+            value = getattr(__import__(f"{__name__}.{_MODULE_OF[name]}", fromlist=[name]), name)
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -1,4 +1,4 @@
-"""The one cattrs converter for wire messages, and the JSON-RPC envelope helpers."""
+"""The one cattrs converter for wire messages (the envelopes are in ``_envelope``)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,9 @@ from typing import Any, TypeVar
 
 import cattrs
 
-from ._errors import InvalidParams, KamiError, error_to_wire
+from ._errors import InvalidParams
 
-__all__ = [
-    "converter",
-    "make_error",
-    "make_notification",
-    "make_request",
-    "make_result",
-    "structure_params",
-]
+__all__ = ["converter", "structure_params"]
 
 T = TypeVar("T")
 
@@ -39,19 +32,3 @@ def structure_params(params: Any, cls: type[T], *, method: str) -> T:
         raise InvalidParams(
             f"{method}: invalid params: " + "; ".join(errors), data={"errors": errors}
         ) from exc
-
-
-def make_request(request_id: int | str, method: str, params: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-
-
-def make_notification(method: str, params: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params}
-
-
-def make_result(request_id: int | str | None, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "result": result}
-
-
-def make_error(request_id: int | str | None, exc: KamiError) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": error_to_wire(exc)}

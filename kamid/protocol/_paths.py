@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import attrs
+from typing import NamedTuple
 
 __all__ = ["MAX_SOCKET_PATH", "Paths"]
 
@@ -22,8 +21,13 @@ def _xdg(var: str, default: str) -> Path:
     return Path(value) if value and os.path.isabs(value) else Path.home() / default
 
 
-@attrs.frozen(kw_only=True)
-class Paths:
+class Paths(NamedTuple):
+    """Where one daemon's files are; built with :meth:`under` or :meth:`from_env`.
+
+    A NamedTuple rather than an attrs class: it is what ``kamictl exec`` needs from this
+    package, and importing attrs would add a third to that command's start-up time.
+    """
+
     #: Database, blobs, per-tool data.
     data: Path
     #: The AOT cache: native code, safe to delete.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
 
@@ -21,6 +23,42 @@ def test_protocol_imports_no_heavy_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == ""
+
+
+def test_the_client_path_imports_only_the_modules_it_uses() -> None:
+    # kamictl exec is a short-lived process: attrs, every message type, the manifest parser,
+    # cattrs and tomlkit would more than double its start-up time.
+    unused = ["attrs", "cattrs", "tomlkit", "kamid.protocol._messages", "kamid.protocol._manifest"]
+    code = (
+        "import sys, kamictl.cli, kamictl.client\n"
+        "print(','.join(m for m in sys.argv[1:] if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *unused], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""
+
+
+def test_lazy_exports_match_the_modules_and_the_type_checking_imports() -> None:
+    tree = ast.parse((REPO / "kamid" / "protocol" / "__init__.py").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If))  # if TYPE_CHECKING:
+    seen: dict[str, set[str]] = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom)
+        if node.module is None:  # from . import _mcp as mcp
+            continue
+        names = {alias.name for alias in node.names}
+        if names == {"*"}:
+            names = set(importlib.import_module(f"kamid.protocol.{node.module}").__all__)
+        seen.setdefault(node.module, set()).update(names)
+    assert {module: set(names) for module, names in p._EXPORTS.items()} == seen
+    assert sorted(p.__all__) == sorted({"PROTOCOL_VERSION", "mcp", *p._MODULE_OF})
+    assert len(p.__all__) == len(set(p.__all__))
+    for name in p.__all__:
+        assert getattr(p, name) is not None
+    assert p.mcp is importlib.import_module("kamid.protocol._mcp")
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        getattr(p, "Nope")  # noqa: B009
 
 
 def test_line_buffer_splits_and_joins() -> None:
