@@ -79,6 +79,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "_errors": (
         "Busy",
+        "Cancelled",
         "DaemonUnreachable",
         "IntegrityError",
         "InternalError",
