@@ -228,6 +228,16 @@ def run_kamictl(
     )
 
 
+def modules_loaded(setup: str, candidates: Sequence[str]) -> list[str]:
+    """Which of ``candidates`` a fresh interpreter has imported after running ``setup``
+    (import-time costs: what a start-up pays)."""
+    code = f"import sys\n{setup}\nprint(','.join(m for m in sys.argv[1:] if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, *candidates], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return out.split(",") if out else []
+
+
 def wat_component(name: str) -> bytes:
     import wasmtime
 

@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import trio
 
 from kamid import __version__
@@ -28,6 +27,10 @@ from kamid.protocol import IntegrityError, InvalidParams, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    # Imported where used: httpx is ~55 ms of kamid's start-up, and most daemons never
+    # fetch anything.
+    import httpx
 
 __all__ = ["MAX_INDEX_BYTES", "Fetcher", "check_url", "file_url_path"]
 
@@ -102,14 +105,17 @@ class Fetcher:
         #: Recently downloaded artifacts, by sha256: an install retried after the
         #: operator's approval (or an update after consent) does not download again.
         self.artifacts = cache_dir / "artifacts"
-        self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 15.0))
+        self.timeout_s = timeout_s
         self.headers = {"User-Agent": f"kamid/{__version__}"}
         #: Counters for tests and `daemon.status`-style reporting.
         self.not_modified = 0
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
+        timeout = httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 15.0))
         return httpx.AsyncClient(
-            timeout=self.timeout, headers=self.headers, follow_redirects=True, max_redirects=5
+            timeout=timeout, headers=self.headers, follow_redirects=True, max_redirects=5
         )
 
     async def fetch_index(self, url: str, *, registry: str) -> bytes:
@@ -119,6 +125,8 @@ class Fetcher:
             NotFound: it cannot be fetched (network error, HTTP error status).
             IntegrityError: it is larger than :data:`MAX_INDEX_BYTES`.
         """
+        import httpx
+
         where = f"registry {registry}"
         if urllib.parse.urlsplit(url).scheme == "file":
             return await trio.to_thread.run_sync(
@@ -145,6 +153,8 @@ class Fetcher:
             raise _unreachable(where, url, exc) from exc
 
     async def _fetch_fresh(self, url: str, registry: str, body: Path, meta: Path) -> bytes:
+        import httpx
+
         where = f"registry {registry}"
         try:
             async with self._client() as client, client.stream("GET", url) as r:
@@ -203,6 +213,8 @@ class Fetcher:
             if progress is not None:
                 await progress(len(data), len(data))
         else:
+            import httpx
+
             try:
                 async with self._client() as client, client.stream("GET", url) as r:
                     _check_status(r, url, "download")

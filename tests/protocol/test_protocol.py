@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import ast
 import importlib
-import subprocess
-import sys
 
 import pytest
 
 import kamid.protocol as p
-from tests.conftest import REPO
+from tests.conftest import REPO, modules_loaded
 
 
 def test_protocol_imports_no_heavy_modules() -> None:
-    code = (
-        "import sys, kamid.protocol, kamictl.client, kamictl.cli\n"
-        "heavy = [m for m in ('trio', 'wasmtime', 'apsw', 'rich', 'httpx') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == ""
+    setup = "import kamid.protocol, kamictl.client, kamictl.cli"
+    assert modules_loaded(setup, ["trio", "wasmtime", "apsw", "rich", "httpx"]) == []
 
 
 def test_the_client_path_imports_only_the_modules_it_uses() -> None:
     # kamictl exec is a short-lived process: attrs, every message type, the manifest parser,
     # cattrs and tomlkit would more than double its start-up time.
     unused = ["attrs", "cattrs", "tomlkit", "kamid.protocol._messages", "kamid.protocol._manifest"]
-    code = (
-        "import sys, kamictl.cli, kamictl.client\n"
-        "print(','.join(m for m in sys.argv[1:] if m in sys.modules))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, *unused], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == ""
+    assert modules_loaded("import kamictl.cli, kamictl.client", unused) == []
 
 
 def test_lazy_exports_match_the_modules_and_the_type_checking_imports() -> None:
