@@ -116,8 +116,8 @@ class Executor:
         it then fails with ``cancelled``) and waits for that rather than abandoning a
         thread still running wasm; a component still compiling finishes compiling
         first. The call's result or error is then delivered, and the cancellation takes
-        effect at the caller's next checkpoint. (In worker processes a cancelled call
-        runs on to its own deadline.)
+        effect at the caller's next checkpoint. In worker processes the same holds: the
+        worker gets a cancel signal (see :mod:`._procpool`).
 
         Raises:
             KamiError: as :meth:`Engine.call` does.

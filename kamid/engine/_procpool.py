@@ -12,6 +12,7 @@ A worker that dies (a crash, the OOM killer) fails the call it was running with 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,7 +27,14 @@ import trio
 
 from kamid.protocol import CacheStatistics, InternalError, KamiError
 
-from ._worker import MAX_FRAME, decode, encode, forwarded_host_methods, rebuild_error
+from ._worker import (
+    CANCEL_SIGNAL,
+    MAX_FRAME,
+    decode,
+    encode,
+    forwarded_host_methods,
+    rebuild_error,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,6 +105,41 @@ class _Worker:
             with_name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
             return f"it was killed by signal {with_name}"
         return f"it exited with status {code}"
+
+
+class _Exchange:
+    """One call's conversation with its worker: the only step a cancellation interrupts
+    is waiting for the worker's next frame (``_Worker.receive`` keeps partial frames).
+
+    Args:
+        worker: the worker running the call.
+        deadline: trio time past which the worker is presumed hung.
+    """
+
+    def __init__(self, worker: _Worker, deadline: float) -> None:
+        self.worker = worker
+        self.deadline = deadline
+        self.cancelled = False
+
+    async def receive(self) -> Any:
+        """The worker's next frame.
+
+        Raises:
+            trio.TooSlowError: nothing came before the deadline.
+        """
+        if not self.cancelled:
+            try:
+                with trio.move_on_at(self.deadline):
+                    return await self.worker.receive()
+                raise trio.TooSlowError
+            except trio.Cancelled:
+                # Stop the guest, then hear the worker out: it answers within a tick.
+                self.cancelled = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.worker.pid, CANCEL_SIGNAL)
+        with trio.CancelScope(shield=True, deadline=self.deadline):
+            return await self.worker.receive()
+        raise trio.TooSlowError
 
 
 class ProcessPool:
@@ -239,9 +282,11 @@ class ProcessPool:
     ) -> CallOutcome:
         """Runs one call in a worker; the caller limits concurrency to :attr:`size`.
 
-        Cancellation waits for the call to end, as a worker thread would: the worker is
-        bounded by the call's deadline. The outcome is then delivered and the
-        cancellation takes effect at the caller's next checkpoint.
+        Cancellation stops the call as in a thread: the worker gets
+        :data:`~._worker.CANCEL_SIGNAL`, its guest stops at the next epoch tick, and the
+        exchange is finished (shielded) so that the worker stays usable. The outcome
+        (normally ``cancelled``) is then delivered and the cancellation takes effect at
+        the caller's next checkpoint.
 
         Raises:
             KamiError: as :meth:`Engine.call` does; ``InternalError`` when the worker
@@ -251,29 +296,31 @@ class ProcessPool:
             raise InternalError("the worker pool is closed; kamid is stopping")
         with trio.CancelScope(shield=True):
             worker = await self._take()
-            try:
-                with trio.fail_after(limits.timeout_ms / 1000 + HUNG_SLACK_S):
-                    reply = await self._exchange(
-                        worker, sha256, wasm_path, input, limits, host, sandbox
-                    )
-            except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        call = _Exchange(worker, trio.current_time() + limits.timeout_ms / 1000 + HUNG_SLACK_S)
+        try:
+            reply = await self._exchange(call, sha256, wasm_path, input, limits, host, sandbox)
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            with trio.CancelScope(shield=True):
                 await self._discard(worker)
-                raise InternalError(
-                    f"the worker process running {host.tool_id} (pid {worker.pid}) died "
-                    f"during the call: {worker.describe_exit()}; the call did not complete. "
-                    "kamid starts a new worker; details are in its log",
-                    data={"worker_pid": worker.pid, "exit": str(exc)},
-                ) from None
-            except trio.TooSlowError:
-                worker.process.kill()
+            raise InternalError(
+                f"the worker process running {host.tool_id} (pid {worker.pid}) died "
+                f"during the call: {worker.describe_exit()}; the call did not complete. "
+                "kamid starts a new worker; details are in its log",
+                data={"worker_pid": worker.pid, "exit": str(exc)},
+            ) from None
+        except trio.TooSlowError:
+            worker.process.kill()
+            with trio.CancelScope(shield=True):
                 await self._discard(worker)
-                raise InternalError(
-                    f"the worker process running {host.tool_id} (pid {worker.pid}) hung past "
-                    "the call's deadline and was killed; this is a KAMI bug, please report it"
-                ) from None
-            except BaseException:
+            raise InternalError(
+                f"the worker process running {host.tool_id} (pid {worker.pid}) hung past "
+                "the call's deadline and was killed; this is a KAMI bug, please report it"
+            ) from None
+        except BaseException:
+            with trio.CancelScope(shield=True):
                 await self._discard(worker)
-                raise
+            raise
+        with trio.CancelScope(shield=True):
             await self._give_back(worker)
         kind, value, logs, host_calls, statistics = reply
         worker.statistics = statistics
@@ -287,7 +334,7 @@ class ProcessPool:
 
     async def _exchange(
         self,
-        worker: _Worker,
+        call: _Exchange,
         sha256: str,
         wasm_path: Path,
         input: str,
@@ -295,24 +342,28 @@ class ProcessPool:
         host: HostContext,
         sandbox: SandboxSpec | None,
     ) -> tuple[Any, ...]:
+        worker = call.worker
         caps = (host.max_log_lines, host.max_line_chars)
         start_clock = getattr(host, "start_clock", None)
         if start_clock is not None:  # deadlines of host calls count from (about) now
             start_clock()
         request: tuple[Any, ...] = ("call", sha256, os.fspath(wasm_path), input, limits)
-        await worker.send((*request, host.tool_id, caps, sandbox))
+        with trio.CancelScope(shield=True):
+            await worker.send((*request, host.tool_id, caps, sandbox))
         while True:
-            message = await worker.receive()
+            message = await call.receive()
             kind = message[0]
             if kind in ("ok", "error"):
                 result: tuple[Any, ...] = message
                 return result
-            if kind == "host":
-                await worker.send(await self._host_call(host, message[1], message[2]))
-            elif kind == "index":
-                await worker.send(await self._index_call(message[1], message[2]))
-            else:
-                raise EOFError(f"unexpected frame {kind!r}")
+            # The worker waits for these answers; they are given even to a cancelled call.
+            with trio.CancelScope(shield=True):
+                if kind == "host":
+                    await worker.send(await self._host_call(host, message[1], message[2]))
+                elif kind == "index":
+                    await worker.send(await self._index_call(message[1], message[2]))
+                else:
+                    raise EOFError(f"unexpected frame {kind!r}")
 
     async def _host_call(self, host: HostContext, name: str, args: tuple[Any, ...]) -> Any:
         from kamid.hostapi import HostError

@@ -13,6 +13,8 @@ socketpair is private to the two processes: no other peer can write to it.
 
 The worker ignores SIGINT and SIGTERM (a Ctrl-C in a terminal reaches the whole process
 group, and the daemon drains before it stops) and exits when the daemon closes its end.
+SIGUSR1 cancels the call it is running, if any (:data:`CANCEL_SIGNAL`): the guest stops
+at its next epoch tick, when the engine's deadline callback runs Python again.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ _HEADER = struct.Struct(">I")
 
 #: HostContext methods that run in the worker; every other public one is forwarded.
 #: (``start_clock`` is called by the daemon itself just before it sends the call.)
-LOCAL_HOST_METHODS = frozenset({"log", "output", "start_clock"})
+LOCAL_HOST_METHODS = frozenset({"log", "output", "start_clock", "cancel"})
+#: The daemon sends it to cancel the running call.
+CANCEL_SIGNAL = signal.SIGUSR1
 
 
 def encode(message: Any) -> bytes:
@@ -128,8 +132,11 @@ class _RemoteHost:
         self._forwarded = forwarded_host_methods()
         self.tool_id = tool_id
         self.host_calls = 0
-        #: Calls in worker processes are not cancelled: they run to their own deadline.
+        #: Set by :meth:`cancel` (on :data:`CANCEL_SIGNAL`); read by the deadline callback.
         self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     @property
     def logs(self) -> list[Any]:
@@ -157,7 +164,19 @@ class _RemoteHost:
         return forward
 
 
+#: The host of the call running now (None between calls), for the cancel signal.
+_running: _RemoteHost | None = None
+
+
+def _cancel_running(_signum: int, _frame: object) -> None:
+    # Runs in the main thread between bytecodes: during a call, when the deadline
+    # callback next runs (each epoch tick); a signal between calls finds nothing to stop.
+    if _running is not None:
+        _running.cancel()
+
+
 def _serve(channel: _Channel, engine: Any) -> None:
+    global _running
     while True:
         try:
             message = channel.receive()
@@ -169,6 +188,7 @@ def _serve(channel: _Channel, engine: Any) -> None:
         _, sha256, wasm_path, text, limits, tool_id, caps, sandbox = message
         host = _RemoteHost(channel, tool_id=tool_id, max_log_lines=caps[0], max_line_chars=caps[1])
         extra = {} if sandbox is None else {"sandbox": sandbox}
+        _running = host
         try:
             outcome = engine.call(sha256, Path(wasm_path), text, limits=limits, host=host, **extra)
         except KamiError as exc:
@@ -178,6 +198,8 @@ def _serve(channel: _Channel, engine: Any) -> None:
             reply = ("error", error_to_wire(error))
         else:
             reply = ("ok", outcome)
+        finally:
+            _running = None
         channel.send((*reply, list(host.logs), host.host_calls, engine.statistics()))
 
 
@@ -186,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     fd, aot_dir, lru_capacity, tick_ms = int(args[0]), Path(args[1]), int(args[2]), int(args[3])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(CANCEL_SIGNAL, _cancel_running)
     from kamid.engine._engine import Engine  # after the signals: importing takes a while
 
     channel = _Channel(socket.socket(fileno=fd))
