@@ -252,6 +252,7 @@ class ProcessPool:
         return worker
 
     async def _discard(self, worker: _Worker) -> None:
+        """Drops ``worker`` for good; safe to await in a cancelled scope (close shields)."""
         self._all.discard(worker)
         self._retired = add_statistics(self._retired, worker.statistics, entries=False)
         await worker.close()
@@ -300,8 +301,7 @@ class ProcessPool:
         try:
             reply = await self._exchange(call, sha256, wasm_path, input, limits, host, sandbox)
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            with trio.CancelScope(shield=True):
-                await self._discard(worker)
+            await self._discard(worker)
             raise InternalError(
                 f"the worker process running {host.tool_id} (pid {worker.pid}) died "
                 f"during the call: {worker.describe_exit()}; the call did not complete. "
@@ -310,18 +310,15 @@ class ProcessPool:
             ) from None
         except trio.TooSlowError:
             worker.process.kill()
-            with trio.CancelScope(shield=True):
-                await self._discard(worker)
+            await self._discard(worker)
             raise InternalError(
                 f"the worker process running {host.tool_id} (pid {worker.pid}) hung past "
                 "the call's deadline and was killed; this is a KAMI bug, please report it"
             ) from None
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._discard(worker)
+            await self._discard(worker)
             raise
-        with trio.CancelScope(shield=True):
-            await self._give_back(worker)
+        await self._give_back(worker)
         kind, value, logs, host_calls, statistics = reply
         worker.statistics = statistics
         self.warm.add(sha256)
