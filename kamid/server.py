@@ -350,6 +350,7 @@ class _Connection:
                 self._nursery.start_soon(self._drain)
 
     def request_done(self) -> None:
+        """One of this connection's requests is over (with or without a task)."""
         self.in_flight -= 1
         self._slots.release()
         self.server._request_done()
@@ -430,9 +431,7 @@ class _Connection:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._serve_upgraded, handler, lines)
         finally:
-            self.in_flight -= 1
-            self._slots.release()
-            self.server._request_done()
+            self.request_done()
 
     async def _serve_upgraded(
         self, handler: LineHandler, lines: trio.MemoryReceiveChannel[bytes]
@@ -583,9 +582,7 @@ class Server:
 
     async def answer(self, line: bytes, ctx: RequestContext) -> dict[str, Any] | None:
         """Handles one frame; returns the response, or None for a notification."""
-        self.in_flight += 1
-        if self._idle.is_set():
-            self._idle = trio.Event()
+        self._request_begin()
         request_id: int | str | None = None
         notification = False
         try:
