@@ -13,43 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import _mcp as mcp
-    from ._convert import converter as converter
-    from ._convert import structure_params as structure_params
-    from ._envelope import make_error as make_error
-    from ._envelope import make_notification as make_notification
-    from ._envelope import make_request as make_request
-    from ._envelope import make_result as make_result
+    from ._convert import *  # noqa: F403
+    from ._envelope import *  # noqa: F403
     from ._errors import *  # noqa: F403
-    from ._framing import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
-    from ._framing import FrameTooLarge as FrameTooLarge
-    from ._framing import LineBuffer as LineBuffer
-    from ._framing import decode_frame as decode_frame
-    from ._framing import encode_frame as encode_frame
-    from ._grants import FsGrant as FsGrant
-    from ._grants import Grants as Grants
-    from ._grants import NetGrant as NetGrant
-    from ._grants import grants_from_requests as grants_from_requests
-    from ._manifest import MANIFEST_NAME as MANIFEST_NAME
-    from ._manifest import Argument as Argument
-    from ._manifest import BuildSpec as BuildSpec
-    from ._manifest import Manifest as Manifest
-    from ._manifest import NetRequest as NetRequest
-    from ._manifest import SecurityRequests as SecurityRequests
-    from ._manifest import ToolSection as ToolSection
-    from ._manifest import load_manifest as load_manifest
-    from ._manifest import parse_manifest as parse_manifest
+    from ._framing import *  # noqa: F403
+    from ._grants import *  # noqa: F403
+    from ._manifest import *  # noqa: F403
     from ._mcp import AttachMcpParams as AttachMcpParams
     from ._mcp import AttachMcpResult as AttachMcpResult
     from ._mcp import ListenSpec as ListenSpec
     from ._messages import *  # noqa: F403
-    from ._methods import METHODS as METHODS
-    from ._methods import NOTIFICATIONS as NOTIFICATIONS
-    from ._methods import MethodSpec as MethodSpec
+    from ._methods import *  # noqa: F403
     from ._metrics import *  # noqa: F403
     from ._netrules import *  # noqa: F403
     from ._package import *  # noqa: F403
-    from ._paths import MAX_SOCKET_PATH as MAX_SOCKET_PATH
-    from ._paths import Paths as Paths
+    from ._paths import *  # noqa: F403
     from ._profiles import *  # noqa: F403
     from ._prompts import PromptArgument as PromptArgument
     from ._prompts import PromptSpec as PromptSpec
@@ -57,15 +35,15 @@ if TYPE_CHECKING:
     from ._registry import *  # noqa: F403
     from ._secrets import *  # noqa: F403
     from ._security import *  # noqa: F403
-    from ._semver import Version as Version
-    from ._semver import VersionRange as VersionRange
-    from ._semver import parse_ref as parse_ref
+    from ._semver import *  # noqa: F403
     from ._signing import *  # noqa: F403
 
 PROTOCOL_VERSION = "0.1"
 
-#: The module that defines each public name. For the modules imported with ``*`` above this
-#: is their whole ``__all__`` (tests/protocol checks both).
+#: The module that defines each public name, so that a name imports only its own module.
+#: For every module imported with ``*`` above it repeats the module's ``__all__`` (the
+#: source); for _mcp and _prompts it names the few exported here. tests/protocol checks
+#: that the three agree.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "_convert": (
         "converter",

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
+    "MANIFEST_NAME",
     "Argument",
     "BuildSpec",
     "Manifest",
