@@ -56,12 +56,21 @@ class BenchDaemon:
     Args:
         home: the KAMI_HOME this daemon owns (the caller creates and removes it).
         pycache: the bytecode cache of the daemon process (see :func:`bench_env`).
+        source: the source tree whose ``kamid`` runs; None: whichever this
+            interpreter imports. ``python -m`` puts the working directory first on
+            ``sys.path``, ahead of ``PYTHONPATH``, so the daemon is started in that
+            tree as well as given it on ``PYTHONPATH``.
     """
 
-    def __init__(self, home: Path, *, pycache: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, *, pycache: Path | None = None, source: Path | None = None
+    ) -> None:
         self.home = home
+        self.source = source
         self.paths = Paths.under(home)
         self.env = bench_env(home, pycache=pycache)
+        if source is not None:
+            self.env["PYTHONPATH"] = str(source)
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
 
@@ -89,6 +98,7 @@ class BenchDaemon:
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
                 pass_fds=(write_fd,),
+                cwd=self.source,
             )
         finally:
             os.close(write_fd)

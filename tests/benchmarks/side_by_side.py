@@ -4,7 +4,8 @@ in one run.
 
 On a shared VM absolute timings drift by 10-20 % within an afternoon, so comparing two
 ``make bench`` runs made at different times says little about a change worth 0.05 ms.
-This starts one kamid from each tree (the other through ``PYTHONPATH``), installs the
+This starts one kamid from each tree (each started in its tree, which ``python -m``
+puts first on ``sys.path``, and given it on ``PYTHONPATH``), installs the
 example in both, and times the same calls on both alternately, in blocks, with one
 client: whatever the machine does hits both alike.
 
@@ -53,8 +54,8 @@ def _round_trip(sock: socket.socket, line: bytes) -> float:
 
 def _compare(case: Case, tool: Path, other: Path, *, calls: int, warmup: int) -> None:
     homes = {name: temp_home(f"kab{name[0]}") for name in ("this", "other")}
-    daemons = {name: BenchDaemon(home) for name, home in homes.items()}
-    daemons["other"].env["PYTHONPATH"] = str(other)
+    trees = {"this": THIS_TREE, "other": other}
+    daemons = {name: BenchDaemon(home, source=trees[name]) for name, home in homes.items()}
     socks: dict[str, socket.socket] = {}
     try:
         for name, daemon in daemons.items():
