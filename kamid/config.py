@@ -11,6 +11,8 @@ Everything has a default; the file only needs what an operator wants to change::
     [engine]
     lru_capacity = 32
     workers = 2
+    pooling = true
+    keep_resident_mb = 16
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class ServerConfig:
     allowed_gids: tuple[int, ...] = ()
 
 
+def _mebibytes(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= 4096:
+        raise ValueError(f"{attribute.name} must be a number of MiB from 0 to 4096 (got {value})")
+
+
 @attrs.frozen(kw_only=True)
 class EngineConfig:
     lru_capacity: int = 32
@@ -59,6 +66,12 @@ class EngineConfig:
     tick_ms: int = 10
     #: Run calls in this many worker processes instead of threads (0: threads).
     process_workers: int = 0
+    #: wasmtime's pooling allocator: memory slots reserved once and kept mapped between
+    #: calls (docs/operators.md, "Engine memory"). Off: fresh mappings for every call.
+    pooling: bool = True
+    #: With pooling: MiB at the start of each linear memory kept mapped between calls
+    #: and reset by copying; a tool whose memory fits takes no page faults.
+    keep_resident_mb: int = attrs.field(default=16, validator=_mebibytes)
 
 
 @attrs.frozen(kw_only=True)

@@ -89,7 +89,7 @@ async def serve_daemon(
     Under systemd it serves the socket passed by socket activation and reports readiness.
     """
     from kamid.dispatch import Dispatcher
-    from kamid.engine import Engine, Executor
+    from kamid.engine import Engine, Executor, Pooling
     from kamid.lifecycle import Supervisor
     from kamid.metrics_http import serve_metrics_http
     from kamid.server import Server, bind_unix_socket
@@ -101,11 +101,17 @@ async def serve_daemon(
     passed = listen_socket()  # the socket systemd made (socket activation), if any
     store = Store(paths)
     try:
+        settings = config.engine
+        # Stores alive at once: one per call thread, and one waiting for the reaper.
+        stores = settings.workers + 1
         engine = Engine(
             aot_dir=paths.aot,
             aot_index=store,
-            lru_capacity=config.engine.lru_capacity,
-            tick_ms=config.engine.tick_ms,
+            lru_capacity=settings.lru_capacity,
+            tick_ms=settings.tick_ms,
+            pooling=Pooling(stores=stores, keep_resident=settings.keep_resident_mb << 20)
+            if settings.pooling
+            else None,
         )
         executor = Executor(
             engine,

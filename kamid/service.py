@@ -531,13 +531,13 @@ class KamiService:
                 error = InternalError("kamid hit an internal error; details are in its log")
             try:
                 answer(result, error)
-                # The store is closed once the answer is out; the slot is released
-                # after that, when the call's resources really are free.
-                for close in teardown:
-                    close()
             except Exception:
                 log.exception("unexpected error answering a call of %s", record.id)
             finally:
+                # The store is closed once the answer is out, when a CPU is idle (the
+                # engine bounds the stores alive, that one included), and the slot
+                # released at once.
+                engine.dispose(teardown)
                 token.run_sync_soon(finish, outcome, error)
 
         def finish(outcome: CallOutcome | None, error: KamiError | None) -> None:  # trio

@@ -8,7 +8,7 @@ from ._component import ComponentInfo
 from ._engine import Engine
 from ._executor import Executor
 from ._outcome import CallOutcome
-from ._wasm import WASMTIME_VERSION, wat2wasm
+from ._wasm import WASMTIME_VERSION, Pooling, wat2wasm
 
 __all__ = [
     "WASMTIME_VERSION",
@@ -18,5 +18,6 @@ __all__ = [
     "ComponentInfo",
     "Engine",
     "Executor",
+    "Pooling",
     "wat2wasm",
 ]

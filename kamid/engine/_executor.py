@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Literal
 
 import trio
+
+from kamid.sandbox import DENY_ALL
 
 from ._threads import WorkerThreads
 
@@ -51,6 +52,7 @@ class Executor:
                 aot_index=engine.aot_index,
                 lru_capacity=engine.lru_capacity,
                 tick_ms=engine.tick_ms,
+                pooling=engine.pooling,
             )
         #: Calls that can run at once.
         self.concurrency = process_workers if self.pool is not None else workers
@@ -76,6 +78,7 @@ class Executor:
                 await trio.sleep_forever()
             finally:
                 self.threads.close()
+                self.engine.close()
 
     def cache_state(self, sha256: str) -> Literal["memory", "disk", "none"]:
         """Where a call would find the component: :meth:`Engine.cache_state`, and with
@@ -127,10 +130,25 @@ class Executor:
                 return await self.pool.call(
                     sha256, wasm_path, input, limits=limits, host=host, sandbox=sandbox
                 )
-        fn = functools.partial(self.engine.call, sha256, wasm_path, input, limits=limits, host=host)
-        if sandbox is not None:
-            fn = functools.partial(fn, sandbox=sandbox)
-        return await self.threads.run(fn, on_cancel=host.cancel)
+        engine = self.engine
+
+        def call() -> CallOutcome:
+            # The store is closed by the reaper, when a CPU is idle (as on the fast lane).
+            teardown: list[Callable[[], None]] = []
+            try:
+                return engine.call(
+                    sha256,
+                    wasm_path,
+                    input,
+                    limits=limits,
+                    host=host,
+                    sandbox=sandbox or DENY_ALL,
+                    teardown=teardown,
+                )
+            finally:
+                engine.dispose(teardown)
+
+        return await self.threads.run(call, on_cancel=host.cancel)
 
     def submit(self, job: Callable[[], None]) -> bool:
         """Runs ``job`` (which calls :attr:`engine` and reports its own outcome) on a call

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from ._cache import AotIndex
     from ._outcome import CallOutcome
+    from ._wasm import Pooling
 
 __all__ = ["ProcessPool", "add_statistics"]
 
@@ -149,10 +150,19 @@ class ProcessPool:
         size: worker processes (calls at once).
         aot_dir, lru_capacity, tick_ms: the workers' engine settings (the daemon's own).
         aot_index: the daemon's AOT index; workers load only files recorded in it.
+        pooling: the daemon's pooling settings; a worker keeps as much memory resident
+            (and needs a single store: it runs one call at a time).
     """
 
     def __init__(
-        self, size: int, *, aot_dir: Path, aot_index: AotIndex, lru_capacity: int, tick_ms: int
+        self,
+        size: int,
+        *,
+        aot_dir: Path,
+        aot_index: AotIndex,
+        lru_capacity: int,
+        tick_ms: int,
+        pooling: Pooling | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"process_workers must be at least 1 (got {size})")
@@ -161,6 +171,7 @@ class ProcessPool:
         self._index = aot_index
         self._lru_capacity = lru_capacity
         self._tick_ms = tick_ms
+        self._keep_resident = "-" if pooling is None else str(pooling.keep_resident)
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._retired = CacheStatistics()
@@ -227,6 +238,7 @@ class ProcessPool:
                 os.fspath(self._aot_dir),
                 str(self._lru_capacity),
                 str(self._tick_ms),
+                self._keep_resident,
             ]
             process = await trio.lowlevel.open_process(
                 argv, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL

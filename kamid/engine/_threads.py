@@ -1,5 +1,5 @@
 """The threads that run wasm: a fixed pool fed by a queue, usable from trio and from
-plain callbacks.
+plain callbacks; and the reaper, which closes stores when a CPU is idle.
 
 ``trio.to_thread.run_sync`` costs ~0.1 ms per round trip here (thread cache, limiter,
 context copy, two wake-ups); a call of the JS example is ~0.9 ms, so that was a tenth of
@@ -11,6 +11,7 @@ one reschedule, and the daemon's fast path hands a job over without any trio tas
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,9 +20,9 @@ import outcome
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
-__all__ = ["WorkerThreads"]
+__all__ = ["Reaper", "WorkerThreads"]
 
 log = logging.getLogger("kamid.engine")
 
@@ -124,3 +125,94 @@ class WorkerThreads:
             finally:
                 with self._lock:
                     self.pending -= 1
+
+
+class Reaper:
+    """Runs cleanup that no one waits for (closing a call's store: with pooling, copying
+    its memory image back) on one thread of the lowest CPU priority, ``SCHED_IDLE``.
+
+    It runs only when a CPU would otherwise be idle, so it never delays the client
+    reading its answer, the next request, or the next call. It takes one job at a time:
+    while it has one, :meth:`dispose` runs the next job at once on the caller's thread,
+    along with the waiting job if that has not started. A backlog therefore never
+    builds, and under a load that keeps every CPU busy the callers reset their own
+    stores, as they did without it.
+
+    Measured on 2 vCPUs with pooling (JS example, ``tools.exec`` round trip): 1.3-1.5 ms
+    with the reaper at ``SCHED_IDLE``, 1.6 ms closing on the call thread, 1.9 ms with
+    the reaper at normal priority (it then competes with the next call).
+    """
+
+    def __init__(self, *, name: str = "kami-reaper") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: Sequence[Callable[[], object]] | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def dispose(self, jobs: Sequence[Callable[[], object]]) -> None:
+        """Runs ``jobs`` in order, on the reaper if it is free, else here and now (with
+        the reaper's waiting job first, if it has one). Exceptions are logged."""
+        stolen: Sequence[Callable[[], object]] | None = None
+        with self._lock:
+            if not self._closed and self._waiting is None and not self._running:
+                self._waiting = jobs
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                    self._thread.start()
+                self._wake.notify()
+                return
+            stolen, self._waiting = self._waiting, None
+        if stolen is not None:
+            _run_all(stolen)
+        _run_all(jobs)
+
+    def close(self) -> None:
+        """Runs the waiting job here, waits for a running one, and stops the thread; later
+        jobs run on their callers (idempotent)."""
+        with self._lock:
+            self._closed = True
+            stolen, self._waiting = self._waiting, None
+            thread = self._thread
+            self._wake.notify()
+        if stolen is not None:
+            _run_all(stolen)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _work(self) -> None:
+        _lowest_priority()
+        while True:
+            with self._lock:
+                while self._waiting is None and not self._closed:
+                    self._wake.wait()
+                jobs, self._waiting = self._waiting, None
+                if jobs is None:
+                    return  # closed
+                self._running = True
+            try:
+                _run_all(jobs)
+            finally:
+                with self._lock:
+                    self._running = False
+
+
+def _run_all(jobs: Sequence[Callable[[], object]]) -> None:
+    for job in jobs:
+        try:
+            job()
+        except Exception:
+            log.exception("a deferred cleanup job failed")
+
+
+def _lowest_priority() -> None:
+    """Puts the calling thread (only it, on Linux) at SCHED_IDLE, or at least nice 19."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError) as exc:
+            log.debug("the reaper thread keeps its priority: %s", exc)

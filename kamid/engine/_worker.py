@@ -206,10 +206,12 @@ def _serve(channel: _Channel, engine: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     fd, aot_dir, lru_capacity, tick_ms = int(args[0]), Path(args[1]), int(args[2]), int(args[3])
+    keep_resident = None if args[4] == "-" else int(args[4])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(CANCEL_SIGNAL, _cancel_running)
     from kamid.engine._engine import Engine  # after the signals: importing takes a while
+    from kamid.engine._wasm import Pooling
 
     channel = _Channel(socket.socket(fileno=fd))
     engine = Engine(
@@ -217,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         aot_index=_RemoteIndex(channel),
         lru_capacity=lru_capacity,
         tick_ms=tick_ms,
+        # One call at a time, closed before the next: one store is all it needs.
+        pooling=None if keep_resident is None else Pooling(stores=1, keep_resident=keep_resident),
     )
     channel.send(("ready", os.getpid(), engine.statistics()))
     _serve(channel, engine)

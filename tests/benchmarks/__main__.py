@@ -219,6 +219,7 @@ class Run:
         out["floor_engine"] = {
             **_dist(latency["engine"]),
             "wall_ms_p50": summarize(engine.wall_ms).p50,
+            "to_result_ms_p50": summarize([ms(t) for t in engine.to_result_ns]).p50,
             "cpu_ms_per_call": ms(cpu["engine"]) / n,
             "wall_ms": engine.wall_ms,
         }
@@ -315,6 +316,7 @@ def _derive(results: Results) -> None:
         out["ratios"] = {
             "socket_over_engine": ratio(socket_p50, engine_p50),
             "socket_over_bare": ratio(socket_p50, bare_p50),
+            "socket_over_engine_result": ratio(socket_p50, out["floor_engine"]["to_result_ms_p50"]),
             "engine_over_bare": ratio(engine_p50, bare_p50),
             "socket_minus_engine_ms": socket_p50 - engine_p50,
         }

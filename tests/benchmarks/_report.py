@@ -158,6 +158,12 @@ def render(results: Results, console: Console | None = None) -> None:
     _row(t, results, "Engine.call in-process p99", _get("floor_engine.p99"))
     _row(t, results, "Engine.call in-process mean", _get("floor_engine.mean"))
     _row(t, results, "  its usage.wall_ms p50", _get("floor_engine.wall_ms_p50"))
+    _row(
+        t,
+        results,
+        "  until its result (store not closed) p50",
+        _get("floor_engine.to_result_ms_p50"),
+    )
     _row(t, results, "bare wasmtime p50", _get("floor_bare.p50"))
     _row(t, results, "bare wasmtime p99", _get("floor_bare.p99"))
     _row(
@@ -168,6 +174,12 @@ def render(results: Results, console: Console | None = None) -> None:
         f"<= {ratio_limit}x",
     )
     _row(t, results, "socket p50 / bare p50", _get("ratios.socket_over_bare", _x))
+    _row(
+        t,
+        results,
+        "socket p50 / Engine.call until result",
+        _get("ratios.socket_over_engine_result", _x),
+    )
     _row(t, results, "Engine.call p50 / bare p50", _get("ratios.engine_over_bare", _x))
     _row(t, results, "socket p50 - floor p50", _get("ratios.socket_minus_engine_ms"))
     _row(t, results, "CPU per call: kamid process", _get("socket.daemon_cpu_ms_per_call"))

@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from kamid.protocol import NotFound, ToolFailed
-from tests.conftest import make_tool, wat_component
+from tests.conftest import Daemon, make_tool, wat_component
 
 from .test_socket import connect, read_message, send
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from tests.conftest import Daemon
 
 
 def _exec(i: int, value: Any, tool: str = "dev.test.echo") -> dict[str, Any]:
@@ -118,3 +118,39 @@ def test_a_client_that_goes_away_stops_its_fast_call(daemon: Daemon, tmp_path: P
 
 def _loop_params(timeout_ms: int) -> dict[str, Any]:
     return {"tool": "dev.test.loop", "input": {}, "timeout_ms": timeout_ms}
+
+
+def _fresh_memory_calls(daemon: Daemon, tmp_path: Path) -> list[Any]:
+    dirty = make_tool(tmp_path, wat_component("dirty.wat"), tool_id="dev.test.dirty")
+    daemon.call("tools.install", {"path": str(dirty)})
+    buf = bytearray()
+    with connect(daemon) as sock:
+        outputs = []
+        for i in range(20):
+            send(sock, _exec(i, {}, tool="dev.test.dirty"))
+            outputs.append(read_message(sock, buf)["result"]["output"])
+    return outputs
+
+
+def test_pooled_slots_come_back_fresh(daemon: Daemon, tmp_path: Path) -> None:
+    # The stores' memory slots are reused from call to call (the reaper resets them after
+    # the answer): every call must still see the component's initial memory.
+    assert _fresh_memory_calls(daemon, tmp_path) == [111] * 20
+    status = daemon.call("daemon.status")
+    assert status["calls_fast"] >= 18
+
+
+def test_without_pooling(kami_home: Path, tmp_path: Path) -> None:
+    daemon = Daemon(kami_home).start(config="[engine]\npooling = false\n")
+    try:
+        assert _fresh_memory_calls(daemon, tmp_path) == [111] * 20
+    finally:
+        daemon.stop()
+
+
+def test_keep_resident_out_of_range_is_refused(kami_home: Path) -> None:
+    daemon = Daemon(kami_home)
+    with pytest.raises(RuntimeError) as caught:
+        daemon.start(config="[engine]\nkeep_resident_mb = 5000\n")
+    daemon.stop()  # closes its stderr file
+    assert "keep_resident_mb must be a number of MiB from 0 to 4096 (got 5000)" in str(caught.value)

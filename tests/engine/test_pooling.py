@@ -1,0 +1,146 @@
+"""The pooling allocator: reused memory slots never show a call what an earlier one
+wrote, and a pooled engine never runs out of slots (a call waits for one instead)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from kamid.engine import Engine, Pooling
+from kamid.protocol import LimitExceeded
+from tests._engine import FAST, DictIndex
+
+from .conftest import host
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from tests._engine import Wasm
+
+MiB = 1024 * 1024
+
+
+def _engine(tmp_path: Path, pooling: Pooling | None) -> Engine:
+    return Engine(aot_dir=tmp_path / "aot", aot_index=DictIndex(), tick_ms=5, pooling=pooling)
+
+
+@pytest.mark.parametrize(
+    "pooling",
+    [
+        Pooling(stores=1, keep_resident=16 * MiB),  # the whole memory is copied back
+        Pooling(stores=1, keep_resident=64 * 1024),  # the image page copied, the rest unmapped
+        Pooling(stores=1, keep_resident=0),  # everything unmapped
+        None,
+    ],
+    ids=["keep-all", "keep-first-page", "keep-none", "no-pooling"],
+)
+def test_every_call_sees_fresh_memory(
+    tmp_path: Path, wasm: Callable[[str], Wasm], pooling: Pooling | None
+) -> None:
+    # One store: every call reuses the same slot. "111" is a fresh data segment, a fresh
+    # zero page and a freshly grown page; memory left over would answer 2 somewhere.
+    engine = _engine(tmp_path, pooling)
+    dirty = wasm("dirty")
+    answers = [
+        engine.call(dirty.sha256, dirty.path, "{}", limits=FAST, host=host()).value
+        for _ in range(5)
+    ]
+    assert answers == [111] * 5
+
+
+def test_deferred_teardown_resets_before_the_slot_is_reused(
+    tmp_path: Path, wasm: Callable[[str], Wasm]
+) -> None:
+    engine = _engine(tmp_path, Pooling(stores=1))
+    dirty = wasm("dirty")
+    for _ in range(3):
+        teardown: list[Callable[[], None]] = []
+        outcome = engine.call(
+            dirty.sha256, dirty.path, "{}", limits=FAST, host=host(), teardown=teardown
+        )
+        assert outcome.value == 111
+        engine.dispose(teardown)
+
+
+def test_a_call_waits_for_a_store_instead_of_failing(
+    tmp_path: Path, wasm: Callable[[str], Wasm]
+) -> None:
+    engine = _engine(tmp_path, Pooling(stores=1))
+    echo = wasm("echo")
+    held: list[Callable[[], None]] = []
+    engine.call(echo.sha256, echo.path, '"a"', limits=FAST, host=host(), teardown=held)
+    answers: list[object] = []
+
+    def second() -> None:
+        answers.append(engine.call(echo.sha256, echo.path, '"b"', limits=FAST, host=host()).value)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)
+    # The only store is still held by the first call's teardown: the second call waits
+    # (without the wait it would fail, the pool having no slot left).
+    assert answers == []
+    assert thread.is_alive()
+    engine.dispose(held)
+    thread.join(timeout=10)
+    assert answers == ["b"]
+
+
+def test_more_threads_than_stores(tmp_path: Path, wasm: Callable[[str], Wasm]) -> None:
+    engine = _engine(tmp_path, Pooling(stores=2))
+    dirty = wasm("dirty")
+    answers: list[object] = []
+    errors: list[BaseException] = []
+
+    def calls() -> None:
+        try:
+            for _ in range(10):
+                teardown: list[Callable[[], None]] = []
+                outcome = engine.call(
+                    dirty.sha256, dirty.path, "{}", limits=FAST, host=host(), teardown=teardown
+                )
+                answers.append(outcome.value)
+                engine.dispose(teardown)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=calls) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert answers == [111] * 50
+
+
+def test_a_component_over_the_memory_count_still_compiles(
+    tmp_path: Path, wasm: Callable[[str], Wasm]
+) -> None:
+    # The pool checks what a component declares when it compiles; it allows far more than
+    # a store does, so the call fails with its limit named, as without pooling.
+    engine = _engine(tmp_path, Pooling(stores=1))
+    memories = wasm("adversarial_memories")
+    engine.precompile(memories.sha256, memories.path)
+    with pytest.raises(LimitExceeded) as caught:
+        engine.call(memories.sha256, memories.path, "{}", limits=FAST, host=host())
+    assert caught.value.data["limit"] == "memories"
+
+
+def test_an_aot_file_from_an_engine_without_pooling_loads(
+    tmp_path: Path, wasm: Callable[[str], Wasm]
+) -> None:
+    # A daemon upgraded to pooling keeps its AOT cache: the allocator is not part of
+    # the compiled code.
+    index = DictIndex()
+    echo = wasm("echo")
+    plain = Engine(aot_dir=tmp_path / "aot", aot_index=index, pooling=None)
+    plain.precompile(echo.sha256, echo.path)
+    pooled = Engine(aot_dir=tmp_path / "aot", aot_index=index, pooling=Pooling(stores=1))
+    assert pooled.cache_state(echo.sha256) == "disk"
+    outcome = pooled.call(echo.sha256, echo.path, '"x"', limits=FAST, host=host())
+    assert outcome.value == "x"
+    assert pooled.statistics().compiles == 0
