@@ -194,44 +194,48 @@ def _start(root: Path, probe_dir: Path) -> Hostile:
             else:
                 os.environ[k] = v
     hostile = Hostile(daemon, root)
-    tools = root / "tools"
-    for tool_id, (fixture, security) in WAT_TOOLS.items():
-        extra = f"[security]\n{security}\n" if security else ""
-        tool = make_tool(tools, wat_component(fixture), tool_id=tool_id, extra=extra)
-        if tool_id == "dev.adv.assets":
-            (tool / "assets").mkdir()
-            (tool / "assets" / "a.txt").write_text("asset")
-        daemon.call("tools.install", {"path": str(tool), "approve": True})
-    instances = make_tool(
-        tools,
-        wat2wasm(instances_wat(150)),
-        tool_id="dev.adv.instances",
-    )
-    daemon.call("tools.install", {"path": str(instances), "approve": True})
-    probe = tools / "probe"
-    shutil.copytree(probe_dir, probe)
-    daemon.call("tools.install", {"path": str(probe), "approve": True})
-    daemon.call(
-        "tools.grant",
-        {
-            "tool": "dev.adv.probe",
-            "env": {"KAMI_ADV_GIVEN": "operator-value", OWN_VAR: None},
-            "paths": [
-                {"host_path": str(root / "ro"), "guest_path": "/ro", "mode": "ro"},
-                {"host_path": str(root / "rw"), "guest_path": "/rw", "mode": "rw"},
-            ],
-        },
-    )
-    daemon.call(
-        "tools.grant",
-        {
-            "tool": "dev.adv.fs",
-            "paths": [{"host_path": str(root / "ro"), "guest_path": "/ro", "mode": "ro"}],
-        },
-    )
-    # First calls create the sandbox directories, so that no case sees them appear.
-    hostile.probe({"op": "listdir", "path": "/data"})
-    hostile.exec("dev.adv.fs", "r0nothing")
+    try:
+        tools = root / "tools"
+        for tool_id, (fixture, security) in WAT_TOOLS.items():
+            extra = f"[security]\n{security}\n" if security else ""
+            tool = make_tool(tools, wat_component(fixture), tool_id=tool_id, extra=extra)
+            if tool_id == "dev.adv.assets":
+                (tool / "assets").mkdir()
+                (tool / "assets" / "a.txt").write_text("asset")
+            daemon.call("tools.install", {"path": str(tool), "approve": True})
+        instances = make_tool(
+            tools,
+            wat2wasm(instances_wat(150)),
+            tool_id="dev.adv.instances",
+        )
+        daemon.call("tools.install", {"path": str(instances), "approve": True})
+        probe = tools / "probe"
+        shutil.copytree(probe_dir, probe)
+        daemon.call("tools.install", {"path": str(probe), "approve": True})
+        daemon.call(
+            "tools.grant",
+            {
+                "tool": "dev.adv.probe",
+                "env": {"KAMI_ADV_GIVEN": "operator-value", OWN_VAR: None},
+                "paths": [
+                    {"host_path": str(root / "ro"), "guest_path": "/ro", "mode": "ro"},
+                    {"host_path": str(root / "rw"), "guest_path": "/rw", "mode": "rw"},
+                ],
+            },
+        )
+        daemon.call(
+            "tools.grant",
+            {
+                "tool": "dev.adv.fs",
+                "paths": [{"host_path": str(root / "ro"), "guest_path": "/ro", "mode": "ro"}],
+            },
+        )
+        # First calls create the sandbox directories, so that no case sees them appear.
+        hostile.probe({"op": "listdir", "path": "/data"})
+        hostile.exec("dev.adv.fs", "r0nothing")
+    except BaseException:
+        daemon.stop()  # a setup that failed must not leave a daemon running
+        raise
     return hostile
 
 

@@ -7,8 +7,8 @@ in one run on this machine:
   call, no socket, no trio (and the same with two threads, for comparison);
 * a real kamid driven by 1, 4, 16 and 64 concurrent clients (one connection each, one
   call at a time, from one trio process), with calls in worker threads
-  (``[engine] workers = N``) and, as a second daemon, in worker processes
-  (``[engine] process_workers = N``).
+  (``[engine] workers = N``), the same without wasmtime's pooling allocator
+  (``pooling = false``), and in worker processes (``[engine] process_workers = N``).
 
 The measurements take turns in rounds (floor, then each daemon at each concurrency) and
 each number is the median of its rounds, so that other work on the machine weighs on all
@@ -226,6 +226,7 @@ async def _drive(
 
 MODES = {
     "threads": "[engine]\nworkers = {n}\n",
+    "unpooled": "[engine]\nworkers = {n}\npooling = false\n",
     "processes": "[engine]\nprocess_workers = {n}\n",
 }
 
