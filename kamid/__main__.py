@@ -1,5 +1,17 @@
+"""``python -m kamid`` and the ``kamid`` command."""
+
 import sys
 
-from kamid.daemon import main
+from kamid.tuning import reexec_tuned
 
-sys.exit(main())
+
+def run() -> int:
+    # Before importing the daemon: restarting costs only Python's own start-up here.
+    reexec_tuned()
+    from kamid.daemon import main
+
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -24,6 +24,7 @@ import trio
 from kamid import __version__
 from kamid.config import DaemonConfig, load_config
 from kamid.protocol import MAX_SOCKET_PATH, KamiError, Paths
+from kamid.tuning import tuned_environ
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -102,14 +103,14 @@ async def serve_daemon(
     store = Store(paths)
     try:
         settings = config.engine
-        # Stores alive at once: one per call thread, and one waiting for the reaper.
-        stores = settings.workers + 1
         engine = Engine(
             aot_dir=paths.aot,
             aot_index=store,
             lru_capacity=settings.lru_capacity,
             tick_ms=settings.tick_ms,
-            pooling=Pooling(stores=stores, keep_resident=settings.keep_resident_mb << 20)
+            pooling=Pooling.for_threads(
+                settings.workers, keep_resident=settings.keep_resident_mb << 20
+            )
             if settings.pooling
             else None,
         )
@@ -198,6 +199,7 @@ def _spawn_detached(paths: Paths, level: str, extra: list[str] | None = None) ->
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            env=tuned_environ(os.environ),  # so the child need not restart itself
             pass_fds=(write_fd,),
             start_new_session=True,
         )

@@ -9,7 +9,7 @@ from kamid.sandbox import DENY_ALL, exceeded
 from ._cache import ComponentCache
 from ._outcome import utf8_len
 from ._threads import Reaper
-from ._wasm import WASMTIME_VERSION, Pooling, Runtime
+from ._wasm import REAPER_JOBS, WASMTIME_VERSION, Pooling, Runtime
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,7 +52,7 @@ class Engine:
         pooling: Pooling | None = Pooling(),  # noqa: B008 (frozen, so safe to share)
     ) -> None:
         self._runtime = Runtime(tick_ms=tick_ms, pooling=pooling)
-        self._reaper = Reaper()
+        self._reaper = Reaper(capacity=REAPER_JOBS)
         # Kept so that worker processes can build engines like this one.
         self.aot_dir = aot_dir
         self.aot_index = aot_index

@@ -10,6 +10,7 @@ one reschedule, and the daemon's fast path hands a job over without any trio tas
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -132,53 +133,52 @@ class Reaper:
     its memory image back) on one thread of the lowest CPU priority, ``SCHED_IDLE``.
 
     It runs only when a CPU would otherwise be idle, so it never delays the client
-    reading its answer, the next request, or the next call. It takes one job at a time:
-    while it has one, :meth:`dispose` runs the next job at once on the caller's thread,
-    along with the waiting job if that has not started. A backlog therefore never
-    builds, and under a load that keeps every CPU busy the callers reset their own
-    stores, as they did without it.
+    reading its answer, the next request, or the next call. It holds at most
+    ``capacity`` jobs (waiting or running); past that :meth:`dispose` runs the job at once
+    on the caller's thread. So a backlog stays bounded, and under a load that keeps every
+    CPU busy the callers reset their own stores, as they did without it.
 
     Measured on 2 vCPUs with pooling (JS example, ``tools.exec`` round trip): 1.3-1.5 ms
     with the reaper at ``SCHED_IDLE``, 1.6 ms closing on the call thread, 1.9 ms with
     the reaper at normal priority (it then competes with the next call).
     """
 
-    def __init__(self, *, name: str = "kami-reaper") -> None:
+    def __init__(self, *, capacity: int = 2, name: str = "kami-reaper") -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1 (got {capacity})")
+        self.capacity = capacity
         self._name = name
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._waiting: Sequence[Callable[[], object]] | None = None
-        self._running = False
+        self._waiting: collections.deque[Sequence[Callable[[], object]]] = collections.deque()
+        self._running = 0
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def dispose(self, jobs: Sequence[Callable[[], object]]) -> None:
-        """Runs ``jobs`` in order, on the reaper if it is free, else here and now (with
-        the reaper's waiting job first, if it has one). Exceptions are logged."""
-        stolen: Sequence[Callable[[], object]] | None = None
+        """Runs ``jobs`` in order: on the reaper if it has room, else here and now.
+        Exceptions are logged."""
         with self._lock:
-            if not self._closed and self._waiting is None and not self._running:
-                self._waiting = jobs
+            if not self._closed and len(self._waiting) + self._running < self.capacity:
+                self._waiting.append(jobs)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
                     self._thread.start()
                 self._wake.notify()
                 return
-            stolen, self._waiting = self._waiting, None
-        if stolen is not None:
-            _run_all(stolen)
         _run_all(jobs)
 
     def close(self) -> None:
-        """Runs the waiting job here, waits for a running one, and stops the thread; later
+        """Runs the waiting jobs here, waits for a running one, and stops the thread; later
         jobs run on their callers (idempotent)."""
         with self._lock:
             self._closed = True
-            stolen, self._waiting = self._waiting, None
+            waiting = list(self._waiting)
+            self._waiting.clear()
             thread = self._thread
             self._wake.notify()
-        if stolen is not None:
-            _run_all(stolen)
+        for jobs in waiting:
+            _run_all(jobs)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -186,17 +186,17 @@ class Reaper:
         _lowest_priority()
         while True:
             with self._lock:
-                while self._waiting is None and not self._closed:
+                while not self._waiting and not self._closed:
                     self._wake.wait()
-                jobs, self._waiting = self._waiting, None
-                if jobs is None:
+                if not self._waiting:
                     return  # closed
-                self._running = True
+                jobs = self._waiting.popleft()
+                self._running = 1
             try:
                 _run_all(jobs)
             finally:
                 with self._lock:
-                    self._running = False
+                    self._running = 0
 
 
 def _run_all(jobs: Sequence[Callable[[], object]]) -> None:

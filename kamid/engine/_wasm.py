@@ -111,7 +111,15 @@ class Pooling:
     #: the reset then copies that much after the answer is out.
     keep_resident: int = attrs.field(default=16 * 1024 * 1024, validator=attrs.validators.ge(0))
 
+    @classmethod
+    def for_threads(cls, threads: int, *, keep_resident: int) -> Pooling:
+        """Enough stores that ``threads`` call threads never wait for one: one each, and
+        those the engine's reaper may hold while it resets them (``REAPER_JOBS``)."""
+        return cls(stores=threads + REAPER_JOBS, keep_resident=keep_resident)
 
+
+#: Stores the engine's reaper may hold at once, waiting to be reset or being reset.
+REAPER_JOBS = 2
 #: What one store of a pooled engine may hold (wasmtime reserves address space for it:
 #: each memory slot is 4 GiB plus guard pages, never touched until used). The ceilings
 #: kamid ships with allow no more, so a tool over them hits its own named limit first.

@@ -35,17 +35,20 @@ def test_the_reaper_runs_at_idle_priority() -> None:
     reaper.close()
 
 
-def test_a_busy_reaper_hands_the_job_back_to_the_caller() -> None:
-    reaper = Reaper(name="test-reaper")
+def test_a_full_reaper_hands_the_job_back_to_the_caller() -> None:
+    reaper = Reaper(capacity=2, name="test-reaper")
     started, release = threading.Event(), threading.Event()
-    reaper.dispose([started.set, lambda: release.wait(TIMEOUT)])
-    assert started.wait(TIMEOUT)
     seen: list[str] = []
-    reaper.dispose([lambda: seen.append(threading.current_thread().name)])
-    # Run at once, here: a cleanup never waits behind another one.
-    assert seen == [threading.current_thread().name]
+    reaper.dispose([started.set, lambda: release.wait(TIMEOUT)])  # running
+    assert started.wait(TIMEOUT)
+    reaper.dispose([lambda: seen.append("queued:" + threading.current_thread().name)])
+    reaper.dispose([lambda: seen.append("full:" + threading.current_thread().name)])
+    # The third job found both places taken: it ran at once, here.
+    assert seen == [f"full:{threading.current_thread().name}"]
     release.set()
-    reaper.close()
+    reaper.close()  # waits for the running job; the queued one ran on the reaper or here
+    assert len(seen) == 2
+    assert seen[1].startswith("queued:")
 
 
 def test_a_failing_job_does_not_stop_the_next_ones(caplog: pytest.LogCaptureFixture) -> None:
