@@ -637,12 +637,27 @@ class KamiService:
         """Writes the call's tool-log lines and returns its audit row (any thread)."""
         lines = outcome.logs if outcome is not None else call.host.logs
         if lines or error is not None:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            stamp = _log_stamp()
             text = "".join(f"{stamp} {line.level} {line.message}\n" for line in lines)
             if error is not None:
                 text += f"{stamp} failed {error.message}\n"
             self.tool_logs.append(call.tool.id, text)
         return call.row(outcome, error)
+
+
+_stamp: tuple[int, str] = (0, "")
+
+
+def _log_stamp() -> str:
+    """The local time to the second, as tool-log lines start with it: formatted once a
+    second (``strftime`` asks the time zone each time: ~10 µs of the answer's path)."""
+    global _stamp
+    now = int(time.time())
+    second, text = _stamp
+    if second != now:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        _stamp = (now, text)
+    return text
 
 
 @attrs.frozen
