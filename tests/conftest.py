@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,6 +227,15 @@ def run_kamictl(
         timeout=timeout,
         check=False,
     )
+
+
+def run_in_threads(fn: Callable[[], object], n: int) -> None:
+    """Runs ``fn`` on ``n`` threads at once and waits for every one to end."""
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def modules_loaded(setup: str, candidates: Sequence[str]) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 
 from kamid.engine import Engine
 from kamid.protocol import InvalidTool
+from tests.conftest import run_in_threads
 
 from .conftest import FAST, DictIndex, host
 
@@ -222,10 +223,6 @@ def test_concurrent_waiters_share_the_compile_error(
         except InvalidTool as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=inspect) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(inspect, 4)
     assert len(errors) == 4
     assert all("acme:widgets/gears" in e.message for e in errors)

@@ -12,6 +12,7 @@ import pytest
 from kamid.engine import Engine, Pooling
 from kamid.protocol import LimitExceeded
 from tests._engine import FAST, DictIndex
+from tests.conftest import run_in_threads
 
 from .conftest import host
 
@@ -108,11 +109,7 @@ def test_more_threads_than_stores(tmp_path: Path, wasm: Callable[[str], Wasm]) -
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=calls) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_in_threads(calls, 5)
     assert errors == []
     assert answers == [111] * 50
 

@@ -22,6 +22,7 @@ from kamid.hostapi import HostContext, HostError, HttpRequest, Network, Redactor
 from kamid.hostapi._http import _client_context
 from kamid.netpolicy import NetLimits
 from kamid.protocol import Grants, IPAddress, NetGrant, SecretRequest
+from tests.conftest import run_in_threads
 from tests.net._servers import Server, make_certificate, serving
 
 if TYPE_CHECKING:
@@ -201,11 +202,7 @@ def test_calls_in_several_threads_share_one_network(tmp_path: Path) -> None:
             except BaseException as exc:
                 failures.append(exc)
 
-        threads = [threading.Thread(target=call) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(call, 4)
     assert failures == []
     assert statuses == [200] * 20
 
