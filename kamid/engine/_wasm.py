@@ -523,7 +523,16 @@ class _Compiler:
         try:
             component = wc.Component(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
-            first = str(exc).strip().splitlines()[0]
+            text = str(exc).strip()
+            first = text.splitlines()[0]
+            if "pooling allocator" in text:
+                # Valid, but bigger than a pooled store holds (POOL_MAXIMA).
+                raise InvalidTool(
+                    f"the component needs more than kamid's pooling allocator holds per call "
+                    f"({first}); to run it, set `pooling = false` under [engine] in kamid.toml "
+                    "and restart kamid",
+                    data={"pooling": True},
+                ) from exc
             raise InvalidTool(f"not a valid WebAssembly component: {first}") from exc
         return self._describe(component, initial_memory_bytes(wasm))
 

@@ -3,15 +3,16 @@ wrote, and a pooled engine never runs out of slots (a call waits for one instead
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from kamid.engine import Engine, Pooling
-from kamid.protocol import LimitExceeded
-from tests._engine import FAST, DictIndex
+from kamid.engine import Engine, Pooling, wat2wasm
+from kamid.protocol import InvalidTool, LimitExceeded
+from tests._engine import FAST, FIXTURES, DictIndex
 from tests.conftest import run_in_threads
 
 from .conftest import host
@@ -141,3 +142,19 @@ def test_an_aot_file_from_an_engine_without_pooling_loads(
     outcome = pooled.call(echo.sha256, echo.path, '"x"', limits=FAST, host=host())
     assert outcome.value == "x"
     assert pooled.statistics().compiles == 0
+
+
+def test_a_component_bigger_than_a_pooled_store_says_how_to_run_it(
+    tmp_path: Path, wasm: Callable[[str], Wasm]
+) -> None:
+    echo = (FIXTURES / "echo.wat").read_text()
+    huge_table = echo.replace(
+        '(memory (export "memory") 1)', '(memory (export "memory") 1)\n    (table 20000000 funcref)'
+    )
+    path = tmp_path / "huge.wasm"
+    path.write_bytes(wat2wasm(huge_table))
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(InvalidTool, match="set `pooling = false` under \\[engine\\]"):
+        _engine(tmp_path, Pooling(stores=1)).precompile(sha256, path)
+    # Without pooling it compiles (and its call would meet the table_elements limit).
+    _engine(tmp_path / "plain", None).precompile(sha256, path)
