@@ -37,9 +37,6 @@ class Engine:
             its own thread while calls run (never while idle).
         pooling: wasmtime's pooling allocator settings (by default: on, for up to four
             stores at once); None for fresh memory mappings on every call.
-
-    Raises:
-        InternalError: the pooling allocator could not reserve its address space.
     """
 
     def __init__(
@@ -57,7 +54,8 @@ class Engine:
         self.aot_dir = aot_dir
         self.aot_index = aot_index
         self.lru_capacity = lru_capacity
-        self.pooling = pooling
+        #: The pooling settings in use (None: off, or the address space had no room).
+        self.pooling = self._runtime.pooling
         self._cache = ComponentCache(
             self._runtime.compiler,
             aot_dir=aot_dir,

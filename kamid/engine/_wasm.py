@@ -137,6 +137,34 @@ _POOL_DECLARED = {"instances": 100_000, "memories": 1_000, "tables": 1_000}
 _POOL_INSTANCE_BYTES = 8 * 1024 * 1024
 
 
+def _reservation(pooling: Pooling) -> int:
+    """Address space a pooled engine reserves, generously: measured ~18 GiB per store
+    (four 4 GiB memory slots with guard pages, and table slots)."""
+    return pooling.stores * 20 * 1024**3
+
+
+def _address_space_for(pooling: Pooling) -> bool:
+    """Whether ``RLIMIT_AS`` leaves room for the pool (logs a warning when it does not)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return True
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return True
+    needed = _reservation(pooling)
+    if limit >= needed + 8 * 1024**3:  # the interpreter, the AOT files and the rest
+        return True
+    log.warning(
+        "the address space is limited to %d MiB (ulimit -v) and wasmtime's pooling allocator "
+        "needs about %d MiB of it: calls run without it, each mapping fresh memory (slower; "
+        "see docs/operators.md, 'Engine memory')",
+        limit >> 20,
+        needed >> 20,
+    )
+    return False
+
+
 def _pooling_strategy(config: wasmtime.Config, pooling: Pooling) -> None:
     stores = pooling.stores
     settings = {
@@ -187,15 +215,18 @@ class Runtime:
         pooling: the pooling allocator's settings, or None for wasmtime's default
             allocator (fresh mappings for every call).
 
-    Raises:
-        InternalError: wasmtime could not reserve the pool's address space (a
-            ``ulimit -v`` too low for it, say); the message says how to turn pooling off.
+    A pooling allocator that the address-space limit (``ulimit -v``) leaves no room for is
+    not used: wasmtime would abort the process when it fails to reserve it. The engine
+    then runs without it and logs why.
     """
 
     def __init__(self, *, tick_ms: int, pooling: Pooling | None = None) -> None:
         if tick_ms < 1:
             raise ValueError(f"tick_ms must be at least 1 (got {tick_ms})")
         self.tick_ms = tick_ms
+        if pooling is not None and not _address_space_for(pooling):
+            pooling = None
+        #: The pooling settings in use (None: off, or no address space for it).
         self.pooling = pooling
         config = wasmtime.Config()
         for name, value in _SETTINGS.items():
@@ -206,13 +237,7 @@ class Runtime:
         if pooling is not None:
             _pooling_strategy(config, pooling)
             self._stores = threading.BoundedSemaphore(pooling.stores)
-        try:
-            self._engine = wasmtime.Engine(config)
-        except wasmtime.WasmtimeError as exc:
-            raise InternalError(
-                f"wasmtime could not set up its pooling allocator: {exc}; set `pooling = "
-                "false` under [engine] in kamid.toml (calls then map fresh memory each time)"
-            ) from exc
+        self._engine = wasmtime.Engine(config)
         self._linker = _build_linker(self._engine)
         self.compiler = _Compiler(self._engine)
         settings = json.dumps([WASMTIME_VERSION, platform.machine(), _SETTINGS], sort_keys=True)

@@ -4,6 +4,8 @@ wrote, and a pooled engine never runs out of slots (a call waits for one instead
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -158,3 +160,29 @@ def test_a_component_bigger_than_a_pooled_store_says_how_to_run_it(
         _engine(tmp_path, Pooling(stores=1)).precompile(sha256, path)
     # Without pooling it compiles (and its call would meet the table_elements limit).
     _engine(tmp_path / "plain", None).precompile(sha256, path)
+
+
+def test_an_address_space_limit_turns_pooling_off_instead_of_aborting(tmp_path: Path) -> None:
+    # wasmtime aborts the process when it cannot reserve the pool; under a `ulimit -v`
+    # too small for it the engine must run without pooling, and say so.
+    script = f"""
+import logging, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (16 * 1024**3, resource.RLIM_INFINITY))
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+from kamid.engine import Engine
+from kamid.hostapi import HostContext
+from tests._engine import FAST, DictIndex, compile_wat
+engine = Engine(aot_dir=Path({str(tmp_path / "aot")!r}), aot_index=DictIndex())
+echo = compile_wat(Path({str(tmp_path)!r}), "echo")
+print("pooling", engine.pooling)
+outcome = engine.call(echo.sha256, echo.path, '"x"', limits=FAST, host=HostContext(tool_id="t"))
+print("answer", outcome.value)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pooling None" in done.stdout
+    assert "answer x" in done.stdout
+    assert "calls run without it" in done.stdout
