@@ -142,7 +142,7 @@ class Executor:
                     input,
                     limits=limits,
                     host=host,
-                    sandbox=sandbox or DENY_ALL,
+                    sandbox=DENY_ALL if sandbox is None else sandbox,
                     teardown=teardown,
                 )
             finally:
