@@ -143,6 +143,7 @@ async def serve_daemon(
         service.connections = lambda: server.connections
         async with trio.open_nursery() as nursery:
             await nursery.start(executor.run)
+            await nursery.start(service.inbox.run)
             await nursery.start(service.security.run)
             await nursery.start(supervisor.run)
             await nursery.start(notifier.run_watchdog)
@@ -150,7 +151,7 @@ async def serve_daemon(
                 service.metrics_address = await nursery.start(
                     serve_metrics_http,
                     config.metrics.listen,
-                    service.metrics.render,
+                    service.render_metrics,
                     lambda: not server.draining,
                 )
 

@@ -22,6 +22,7 @@ from kamid import __version__
 from kamid.audit import call_row
 from kamid.capabilities import component_imports
 from kamid.hostapi import HostContext, NetSession, Network
+from kamid.inbox import TrioInbox
 from kamid.mcp import McpHub
 from kamid.metrics import DaemonMetrics
 from kamid.protocol import (
@@ -112,6 +113,8 @@ class KamiService:
         self._install_lock = trio.Lock()
         #: Per-tool log files, kept open (kamid/toollog.py).
         self.tool_logs = ToolLogs(paths.tool_logs)
+        #: Where fast-lane calls leave what must run on trio after them (see kamid.inbox).
+        self.inbox = TrioInbox()
         #: Grants, the audit log and call sandboxes (kamid/security.py).
         self.security = Security(paths=paths, config=config, store=store, io=self._io)
         self.security.config_changed = functools.partial(setattr, self, "config")
@@ -419,6 +422,15 @@ class KamiService:
     # The fast lane (kamid.server.FastLane): the common tools.exec without a trio task.
     marker = b'"tools.exec"'
 
+    def collect(self) -> None:
+        """Finishes, on the trio thread, the fast-lane calls that answered since."""
+        self.inbox.deliver()
+
+    def render_metrics(self) -> str:
+        """The metrics text, calls that just answered counted (trio thread)."""
+        self.collect()
+        return self.metrics.render()
+
     def offer(self, message: dict[str, Any], ctx: RequestContext) -> bool:
         """Takes a ``tools.exec`` that :meth:`try_fast` can run, the call thread
         answering the client itself; anything else stays with the dispatcher."""
@@ -477,9 +489,10 @@ class KamiService:
 
         ``answer(result, error)`` runs on the call thread once the call is recorded
         (tool log, audit row); it should send the answer. ``done()`` then runs on the
-        trio thread, after the call's slot is released. ``admitted()``, if given, runs
-        on the trio thread before the call starts (only when the call starts). Called
-        on the trio thread.
+        trio thread, after the call's slot is released: when :attr:`inbox` delivers it
+        (the next read on any connection, or the backstop's grace later).
+        ``admitted()``, if given, runs on the trio thread before the call starts (only
+        when the call starts). Called on the trio thread.
         """
         if self.executor.pool is not None:
             return None
@@ -497,7 +510,7 @@ class KamiService:
             return None
         limits = with_timeout(target.limits, p.timeout_ms)
         call = _Call(record, p.input, peer=peer, caller=p.caller, net=self._net(target, limits))
-        token = trio.lowlevel.current_trio_token()
+        inbox = self.inbox
         engine = self.engine
 
         def run() -> None:  # on a call thread
@@ -521,7 +534,7 @@ class KamiService:
                 error = InternalError("kamid hit an internal error; details are in its log")
             # Recorded before the answer leaves: whoever reads the audit or tool log
             # after seeing it finds this call there. The audit writer is woken by
-            # finish(), the one wake-up of the trio thread, after the answer left.
+            # finish(), on the trio thread, once the inbox delivers it.
             try:
                 self.security.audit.record_from_thread(self._settle(call, outcome, error))
                 if error is None:
@@ -535,13 +548,13 @@ class KamiService:
                 log.exception("unexpected error answering a call of %s", record.id)
             finally:
                 # The store is closed once the answer is out, when a CPU is idle (the
-                # engine bounds the stores alive, that one included), and the slot
-                # released at once.
+                # engine bounds the stores alive, that one included); the slot is
+                # released by the next request the trio thread reads, or by the
+                # inbox's backstop, without a wake-up of its own.
                 engine.dispose(teardown)
-                token.run_sync_soon(finish, outcome, error)
+                inbox.post(functools.partial(finish, outcome, error))
 
         def finish(outcome: CallOutcome | None, error: KamiError | None) -> None:  # trio
-            # A callback of run_sync_soon must not raise: that would end the daemon.
             try:
                 self.security.audit.wake()
                 ticket.usage = outcome.usage if outcome is not None else None
@@ -558,6 +571,7 @@ class KamiService:
             admitted()
         self.calls_in_flight += 1
         self.calls_fast += 1
+        inbox.expect()
         self.executor.submit(run)
         return call.host.cancel
 
