@@ -10,6 +10,11 @@ non-temporal stores, which bypass the caches. kamid sets the threshold to 256 Ki
 itself: on a 2-vCPU VM the JS example's ``tools.exec`` round trip went from 1.31-1.40 ms
 to 1.10-1.18 ms and kamid's CPU time per call from 2.2 to 1.6-1.75 ms (same run,
 alternating); the in-process ``Engine.call`` floor did not change (0.83-0.88 ms).
+Measured again once the reset ran on a ``SCHED_IDLE`` reaper, the gain is smaller: the
+round trip with the threshold was 0.96x of the one without for the Python example and
+0.97-1.01x for the JS one (``side_by_side``, twice). It has a cost too: after a reset
+the guest's memory is not in the cache, so the JS example's ``run`` itself takes
+410-450 µs instead of 315 µs in-process; the reset it speeds up just outweighs that.
 
 glibc reads tunables once, when a process starts, so ``kamid`` (``kamid.__main__``)
 starts itself again with it in ``GLIBC_TUNABLES`` before importing anything else (same
