@@ -659,19 +659,16 @@ class KamiService:
         return call.row(outcome, error)
 
 
-_stamp: tuple[int, str] = (0, "")
-
-
 def _log_stamp() -> str:
-    """The local time to the second, as tool-log lines start with it: formatted once a
-    second (``strftime`` asks the time zone each time: ~10 µs of the answer's path)."""
-    global _stamp
-    now = int(time.time())
-    second, text = _stamp
-    if second != now:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-        _stamp = (now, text)
-    return text
+    """The local time to the second, as tool-log lines start with it."""
+    return _second_stamp(int(time.time()))
+
+
+@functools.lru_cache(maxsize=1)
+def _second_stamp(second: int) -> str:
+    # Formatted once a second: strftime asks the time zone each time (~10 µs of the
+    # answer's path).
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
 
 
 @attrs.frozen

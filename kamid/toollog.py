@@ -61,13 +61,12 @@ class ToolLogs:
             OSError: the file cannot be opened or written.
         """
         data = text.encode("utf-8", "replace")
-        path = os.fspath(self.path(tool_id))
         with self._lock:
             entry = self._open.get(tool_id)
             now = time.monotonic()
             if entry is not None and now - entry.checked >= RECHECK_S:
                 try:
-                    current = os.stat(path).st_ino
+                    current = os.stat(self.path(tool_id)).st_ino
                 except FileNotFoundError:
                     current = -1
                 if current != entry.inode:
@@ -76,7 +75,7 @@ class ToolLogs:
                 else:
                     entry.checked = now
             if entry is None:
-                entry = self._open_file(tool_id, path)
+                entry = self._open_file(tool_id)
             self._open.move_to_end(tool_id)
             os.write(entry.fd, data)
 
@@ -86,9 +85,11 @@ class ToolLogs:
             for tool_id in list(self._open):
                 self._close(tool_id)
 
-    def _open_file(self, tool_id: str, path: str) -> _Open:
+    def _open_file(self, tool_id: str) -> _Open:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            self.path(tool_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         entry = _Open(fd, os.fstat(fd).st_ino)
         self._open[tool_id] = entry
         while len(self._open) > MAX_OPEN:
