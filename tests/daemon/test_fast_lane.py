@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from kamid.protocol import NotFound, ToolFailed
+from kamid.protocol import Busy, NotFound, ToolFailed
 from tests.conftest import Daemon, make_tool, wat_component
 
 from .test_socket import connect, read_message, send
@@ -114,6 +114,67 @@ def test_a_client_that_goes_away_stops_its_fast_call(daemon: Daemon, tmp_path: P
         time.sleep(0.02)
     entries = daemon.call("audit.list", {"tool": "dev.test.loop"})["entries"]
     assert entries[0]["outcome"] == "cancelled"
+
+
+# Calls sent back to back on one connection, each as soon as the answer before it is
+# read: what a hot client does. Whatever path such a call takes, it keeps the rules a
+# lone call keeps (a rate token each, the tool as it is now, cancellation on disconnect).
+
+
+def test_back_to_back_calls_each_take_a_rate_token(kami_home: Path, tmp_path: Path) -> None:
+    rated = '[scheduler.tools."dev.test.echo"]\ncalls_per_minute = 3\n'
+    daemon = Daemon(kami_home).start(config=rated)
+    try:
+        daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+        buf = bytearray()
+        with connect(daemon) as sock:
+            replies = []
+            for i in range(5):
+                send(sock, _exec(i, i))
+                replies.append(read_message(sock, buf))
+    finally:
+        daemon.stop()
+    assert [r["result"]["output"] for r in replies[:3]] == [0, 1, 2]
+    for refused in replies[3:]:
+        assert refused["error"]["code"] == Busy.code, refused
+        assert refused["error"]["data"]["reason"] == "rate_limited"
+
+
+def test_a_call_right_after_an_uninstall_does_not_run_the_old_tool(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+    buf = bytearray()
+    with connect(daemon) as sock:
+        for i in range(3):
+            send(sock, _exec(i, i))
+            assert read_message(sock, buf)["result"]["output"] == i
+        daemon.call("tools.uninstall", {"tool": "dev.test.echo"})
+        send(sock, _exec(3, 3))
+        gone = read_message(sock, buf)
+    assert gone["error"]["code"] == NotFound.code, gone
+    assert "dev.test.echo" in gone["error"]["message"]
+
+
+def test_a_client_that_goes_away_during_a_later_call_stops_it(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    loop = make_tool(tmp_path, wat_component("loop.wat"), tool_id="dev.test.loop")
+    daemon.call("tools.install", {"path": str(loop)})
+    buf = bytearray()
+    with connect(daemon) as sock:
+        for i in range(3):  # the first resolves the tool, the others take the fast lane
+            send(sock, {**_exec(i, {}, tool="dev.test.loop"), "params": _loop_params(50)})
+            assert read_message(sock, buf)["error"]["data"]["limit"] == "timeout_ms"
+        send(sock, {**_exec(3, {}, tool="dev.test.loop"), "params": _loop_params(30_000)})
+        while daemon.call("daemon.status")["calls_in_flight"] == 0:
+            time.sleep(0.02)
+    gone = time.monotonic()
+    while daemon.call("daemon.status")["calls_in_flight"]:
+        assert time.monotonic() - gone < 15, "the call ran on after its client left"
+        time.sleep(0.02)
+    entries = daemon.call("audit.list", {"tool": "dev.test.loop"})["entries"]
+    assert [e["outcome"] for e in entries[:2]] == ["cancelled", "limit_exceeded"]
 
 
 def _loop_params(timeout_ms: int) -> dict[str, Any]:
