@@ -51,6 +51,21 @@ def daemon_env(home: Path) -> dict[str, str]:
     return env
 
 
+def poll_status(
+    call: Callable[[str], Any], check: Any, what: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Calls ``daemon.status`` through ``call`` until ``check(status)`` is true; returns
+    that status, or fails the test after ``timeout`` seconds saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = call("daemon.status")
+        if check(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {timeout} s: {status}")
+        time.sleep(0.02)
+
+
 class Daemon:
     """A kamid started in the foreground as a child process, on its own KAMI_HOME."""
 
@@ -88,6 +103,10 @@ class Daemon:
     def call(self, method: str, params: Any = None) -> Any:
         with self.client() as client:
             return client.call(method, params)
+
+    def wait_until(self, check: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+        """Polls ``daemon.status`` until ``check(status)`` is true; returns that status."""
+        return poll_status(self.call, check, what, timeout)
 
     def log(self) -> str:
         with contextlib.suppress(OSError):

@@ -17,17 +17,33 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def _exec(i: int, value: Any, tool: str = "dev.test.echo") -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": i,
-        "method": "tools.exec",
-        "params": {"tool": tool, "input": value},
-    }
+def _exec(
+    i: int, value: Any, tool: str = "dev.test.echo", *, timeout_ms: int | None = None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"tool": tool, "input": value}
+    if timeout_ms is not None:
+        params["timeout_ms"] = timeout_ms
+    return {"jsonrpc": "2.0", "id": i, "method": "tools.exec", "params": params}
+
+
+def _install(daemon: Daemon, tmp_path: Path, fixture: str, tool_id: str = "dev.test.echo") -> None:
+    """Installs the WAT fixture ``fixture`` as ``tool_id``."""
+    tool = make_tool(tmp_path, wat_component(fixture), tool_id=tool_id)
+    daemon.call("tools.install", {"path": str(tool)})
+
+
+def _wait_for_a_running_call(daemon: Daemon) -> None:
+    daemon.wait_until(lambda s: s["calls_in_flight"] > 0, "running a call")
+
+
+def _wait_until_no_call_runs(daemon: Daemon) -> None:
+    daemon.wait_until(
+        lambda s: s["calls_in_flight"] == 0, "done with the call its client left", timeout=15
+    )
 
 
 def test_answers_match_the_dispatchers(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+    _install(daemon, tmp_path, "echo.wat")
     buf = bytearray()
     with connect(daemon) as sock:
         # The first call resolves the tool through the dispatcher; later ones take the
@@ -57,7 +73,7 @@ def test_answers_match_the_dispatchers(daemon: Daemon, tmp_path: Path) -> None:
 
 
 def test_big_answers_stay_whole_when_the_client_reads_late(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+    _install(daemon, tmp_path, "echo.wat")
     daemon.call("tools.exec", {"tool": "dev.test.echo", "input": 0})  # resolved and cached
     big = "x" * 50_000  # echo.wat has one page; 24 of these are far more than a socket holds
     buf = bytearray()
@@ -79,8 +95,7 @@ def test_big_answers_stay_whole_when_the_client_reads_late(daemon: Daemon, tmp_p
 
 
 def test_audit_and_tool_log_have_the_call_before_its_answer(daemon: Daemon, tmp_path: Path) -> None:
-    err = make_tool(tmp_path, wat_component("err.wat"), tool_id="dev.test.err")
-    daemon.call("tools.install", {"path": str(err)})
+    _install(daemon, tmp_path, "err.wat", "dev.test.err")
     buf = bytearray()
     log_path = daemon.paths.tool_logs / "dev.test.err.log"
     with connect(daemon) as sock:
@@ -96,22 +111,17 @@ def test_audit_and_tool_log_have_the_call_before_its_answer(daemon: Daemon, tmp_
 
 
 def test_a_client_that_goes_away_stops_its_fast_call(daemon: Daemon, tmp_path: Path) -> None:
-    loop = make_tool(tmp_path, wat_component("loop.wat"), tool_id="dev.test.loop")
-    daemon.call("tools.install", {"path": str(loop)})
+    _install(daemon, tmp_path, "loop.wat", "dev.test.loop")
     buf = bytearray()
     with connect(daemon) as sock:  # the dispatcher's call: resolves and caches the tool
-        send(sock, {**_exec(1, {}, tool="dev.test.loop"), "params": _loop_params(100)})
+        send(sock, _exec(1, {}, "dev.test.loop", timeout_ms=100))
         assert read_message(sock, buf)["error"]["data"]["limit"] == "timeout_ms"
     fast = daemon.call("daemon.status")["calls_fast"]
     with connect(daemon) as sock:
-        send(sock, {**_exec(2, {}, tool="dev.test.loop"), "params": _loop_params(30_000)})
-        while daemon.call("daemon.status")["calls_in_flight"] == 0:
-            time.sleep(0.02)
+        send(sock, _exec(2, {}, "dev.test.loop", timeout_ms=30_000))
+        _wait_for_a_running_call(daemon)
         assert daemon.call("daemon.status")["calls_fast"] == fast + 1
-    gone = time.monotonic()
-    while daemon.call("daemon.status")["calls_in_flight"]:
-        assert time.monotonic() - gone < 15, "the call ran on after its client left"
-        time.sleep(0.02)
+    _wait_until_no_call_runs(daemon)
     entries = daemon.call("audit.list", {"tool": "dev.test.loop"})["entries"]
     assert entries[0]["outcome"] == "cancelled"
 
@@ -125,7 +135,7 @@ def test_back_to_back_calls_each_take_a_rate_token(kami_home: Path, tmp_path: Pa
     rated = '[scheduler.tools."dev.test.echo"]\ncalls_per_minute = 3\n'
     daemon = Daemon(kami_home).start(config=rated)
     try:
-        daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+        _install(daemon, tmp_path, "echo.wat")
         buf = bytearray()
         with connect(daemon) as sock:
             replies = []
@@ -143,7 +153,7 @@ def test_back_to_back_calls_each_take_a_rate_token(kami_home: Path, tmp_path: Pa
 def test_a_call_right_after_an_uninstall_does_not_run_the_old_tool(
     daemon: Daemon, tmp_path: Path
 ) -> None:
-    daemon.call("tools.install", {"path": str(make_tool(tmp_path, wat_component("echo.wat")))})
+    _install(daemon, tmp_path, "echo.wat")
     buf = bytearray()
     with connect(daemon) as sock:
         for i in range(3):
@@ -159,31 +169,21 @@ def test_a_call_right_after_an_uninstall_does_not_run_the_old_tool(
 def test_a_client_that_goes_away_during_a_later_call_stops_it(
     daemon: Daemon, tmp_path: Path
 ) -> None:
-    loop = make_tool(tmp_path, wat_component("loop.wat"), tool_id="dev.test.loop")
-    daemon.call("tools.install", {"path": str(loop)})
+    _install(daemon, tmp_path, "loop.wat", "dev.test.loop")
     buf = bytearray()
     with connect(daemon) as sock:
         for i in range(3):  # the first resolves the tool, the others take the fast lane
-            send(sock, {**_exec(i, {}, tool="dev.test.loop"), "params": _loop_params(50)})
+            send(sock, _exec(i, {}, "dev.test.loop", timeout_ms=50))
             assert read_message(sock, buf)["error"]["data"]["limit"] == "timeout_ms"
-        send(sock, {**_exec(3, {}, tool="dev.test.loop"), "params": _loop_params(30_000)})
-        while daemon.call("daemon.status")["calls_in_flight"] == 0:
-            time.sleep(0.02)
-    gone = time.monotonic()
-    while daemon.call("daemon.status")["calls_in_flight"]:
-        assert time.monotonic() - gone < 15, "the call ran on after its client left"
-        time.sleep(0.02)
+        send(sock, _exec(3, {}, "dev.test.loop", timeout_ms=30_000))
+        _wait_for_a_running_call(daemon)
+    _wait_until_no_call_runs(daemon)
     entries = daemon.call("audit.list", {"tool": "dev.test.loop"})["entries"]
     assert [e["outcome"] for e in entries[:2]] == ["cancelled", "limit_exceeded"]
 
 
-def _loop_params(timeout_ms: int) -> dict[str, Any]:
-    return {"tool": "dev.test.loop", "input": {}, "timeout_ms": timeout_ms}
-
-
 def _fresh_memory_calls(daemon: Daemon, tmp_path: Path) -> list[Any]:
-    dirty = make_tool(tmp_path, wat_component("dirty.wat"), tool_id="dev.test.dirty")
-    daemon.call("tools.install", {"path": str(dirty)})
+    _install(daemon, tmp_path, "dirty.wat", "dev.test.dirty")
     buf = bytearray()
     with connect(daemon) as sock:
         outputs = []

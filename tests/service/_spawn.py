@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kamictl.client import Client
 from kamid.protocol import Paths
-from tests.conftest import daemon_env
+from tests.conftest import daemon_env, poll_status
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -143,14 +143,7 @@ class ServiceDaemon:
 
     def wait_until(self, check: Any, what: str, timeout: float = 60) -> dict[str, Any]:
         """Polls ``daemon.status`` until ``check(status)`` is true; returns that status."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status: dict[str, Any] = self.call("daemon.status")
-            if check(status):
-                return status
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not {what} within {timeout} s: {status}")
-            time.sleep(0.02)
+        return poll_status(self.call, check, what, timeout)
 
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None
