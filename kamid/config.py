@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["DaemonConfig", "EngineConfig", "MetricsConfig", "ServerConfig", "load_config"]
 
 
+def _linger(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 <= value <= 1000:
+        raise ValueError(f"{attribute.name} must be a number of ms from 0 to 1000 (got {value})")
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     max_connections: int = 256
@@ -51,6 +56,9 @@ class ServerConfig:
     #: Peers whose (primary) gid is one of these may connect too. Operator methods
     #: (grant, revoke, audit) stay reserved to the daemon's own uid.
     allowed_gids: tuple[int, ...] = ()
+    #: How long a call thread keeps a connection after answering, for its next call of
+    #: the same tool (``kamid.server.ConnectionLease``); 0 turns leases off.
+    lease_linger_ms: float = attrs.field(default=2.0, validator=_linger)
 
 
 def _mebibytes(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:

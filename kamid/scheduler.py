@@ -288,18 +288,60 @@ class Scheduler:
         self._occupy(tool)
         return self._started(tool, priority, now)
 
-    def finished(self, ticket: Ticket, outcome: str, error: BaseException | None = None) -> None:
+    def finished(
+        self,
+        ticket: Ticket,
+        outcome: str,
+        error: BaseException | None = None,
+        *,
+        release: bool = True,
+    ) -> None:
         """Gives an admitted call's slot back; ``outcome`` is ``ok``, an error kind,
         ``cancelled`` or ``internal_error`` (for the metrics). A call that failed
-        after it ran reports its usage in ``error.data`` (when the ticket has none)."""
+        after it ran reports its usage in ``error.data`` (when the ticket has none).
+
+        ``release=False`` keeps the slot for more calls of the same tool (a connection
+        lease's): each is reported with :meth:`ran`, and :meth:`release` gives it back.
+        """
         if ticket.usage is None and isinstance(error, KamiError):
             usage = error.data.get("usage") if error.data else None
             if isinstance(usage, dict):
                 with contextlib.suppress(TypeError):
                     ticket.usage = Usage(**usage)
-        self._release(ticket.tool)
+        if release:
+            self._release(ticket.tool)
         duration = trio.current_time() - ticket.arrived
         self.observer.call_finished(ticket.tool, outcome, duration, ticket.usage)
+
+    def leasable(self, tool: str) -> bool:
+        """Calls of ``tool`` may run in a slot kept by ``finished(release=False)``: no
+        rate limit applies to them (every call must take its tokens here)."""
+        return not self.config.calls_per_minute and not self.config.for_tool(tool)[1]
+
+    def ran(
+        self,
+        tool: str,
+        priority: str,
+        duration_s: float,
+        usage: Usage | None,
+        outcome: str,
+        error: BaseException | None = None,
+    ) -> None:
+        """Reports a call that ran in a kept slot (see :meth:`finished`), as admitted
+        at once and finished ``duration_s`` after it started."""
+        ticket = Ticket(tool, priority, 0.0, trio.current_time() - duration_s)
+        ticket.usage = usage
+        self.observer.call_started(tool, priority, 0.0)
+        self.finished(ticket, outcome, error, release=False)
+
+    def release(self, tool: str) -> None:
+        """Gives back a slot kept by ``finished(release=False)``."""
+        self._release(tool)
+
+    @property
+    def waiting(self) -> bool:
+        """Calls wait for a slot (any thread: a read of list lengths, a hint)."""
+        return any(self._queues.values())
 
     def _started(self, tool: str, priority: str, arrived: float) -> Ticket:
         ticket = Ticket(tool, priority, trio.current_time() - arrived, arrived)

@@ -50,6 +50,7 @@ from kamid.protocol import (
     UninstallToolResult,
     check_component,
     converter,
+    encode_frame,
     load_manifest,
     make_error,
     make_result,
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
     from kamid.protocol import CallerInfo, Paths, Priority
     from kamid.registry import Progress, Provenance
     from kamid.sandbox import Limits
-    from kamid.server import Peer, RequestContext
+    from kamid.server import ConnectionLease, Peer, RequestContext
     from kamid.store import Store
 
 __all__ = ["KamiService"]
@@ -103,6 +104,10 @@ class KamiService:
         self.calls_served = 0
         self.calls_failed = 0
         self.calls_fast = 0
+        #: Of those, calls a call thread read from a lent connection (ConnectionLease).
+        self.calls_leased = 0
+        #: Connections lent to call threads (their calls run without a trio task).
+        self._leases: set[ConnectionLease] = set()
         self.calls_in_flight = 0
         self.connections: Callable[[], int] = lambda: 0
         #: Starts a drained stop, with this grace period (None: the configured one).
@@ -161,6 +166,11 @@ class KamiService:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._io_limiter)
 
     # daemon.*
+    @property
+    def calls_running(self) -> int:
+        """Calls in flight, those running under a connection lease included."""
+        return self.calls_in_flight + sum(lease.busy for lease in self._leases)
+
     async def daemon_status(self, _p: DaemonStatusParams, _ctx: RequestContext) -> Any:
         return DaemonStatusResult(
             version=__version__,
@@ -173,8 +183,9 @@ class KamiService:
             tools=await self._io(self.store.count),
             calls_served=self.calls_served,
             calls_failed=self.calls_failed,
-            calls_in_flight=self.calls_in_flight,
+            calls_in_flight=self.calls_running,
             calls_fast=self.calls_fast,
+            calls_leased=self.calls_leased,
             connections=self.connections(),
             cache=self.executor.statistics(),
             scheduler=self.scheduler.statistics(),
@@ -194,7 +205,7 @@ class KamiService:
             "" if p.grace_s is None else f" (grace {p.grace_s:g} s)",
         )
         self.request_stop(p.grace_s)
-        return DaemonStopResult(stopping=True, in_flight=self.calls_in_flight)
+        return DaemonStopResult(stopping=True, in_flight=self.calls_running)
 
     # tools.*
     async def tools_install(self, p: InstallToolParams, ctx: RequestContext) -> Any:
@@ -433,7 +444,8 @@ class KamiService:
 
     def offer(self, message: dict[str, Any], ctx: RequestContext) -> bool:
         """Takes a ``tools.exec`` that :meth:`try_fast` can run, the call thread
-        answering the client itself; anything else stays with the dispatcher."""
+        answering the client itself (and serving its next calls under a lease when it
+        may); anything else stays with the dispatcher."""
         if message.get("method") != "tools.exec":
             return False
         try:
@@ -443,16 +455,7 @@ class KamiService:
         request_id = message["id"]
 
         def answer(result: ExecToolResult | None, error: KamiError | None) -> None:
-            try:
-                if error is None:
-                    reply = make_result(request_id, converter.unstructure(result))
-                else:
-                    reply = make_error(request_id, error)
-            except Exception:
-                log.exception("unexpected error encoding the answer of %s", p.tool)
-                error = InternalError("kamid hit an internal error; details are in its log")
-                reply = make_error(request_id, error)
-            ctx.reply_from_thread(reply)
+            ctx.reply_from_thread(_reply(request_id, p.tool, result, error))
 
         forget: list[Callable[[], None]] = []
 
@@ -461,7 +464,7 @@ class KamiService:
                 f()
             ctx.done()
 
-        cancel = self.try_fast(p, ctx.peer, answer, done)
+        cancel = self.try_fast(p, ctx.peer, answer, done, lease=ctx.lease)
         if cancel is None:
             return False
         forget.append(ctx.on_disconnect(cancel))  # a client that goes away stops its call
@@ -475,6 +478,7 @@ class KamiService:
         done: Callable[[], None],
         *,
         admitted: Callable[[], None] | None = None,
+        lease: Callable[[], ConnectionLease | None] | None = None,
     ) -> Callable[[], None] | None:
         """Starts the call on a call thread at once, exactly as :meth:`tools_exec` would
         run it, if it can start without waiting or any I/O; else changes nothing and
@@ -492,7 +496,9 @@ class KamiService:
         trio thread, after the call's slot is released: when :attr:`inbox` delivers it
         (the next read on any connection, or the backstop's grace later).
         ``admitted()``, if given, runs on the trio thread before the call starts (only
-        when the call starts). Called on the trio thread.
+        when the call starts). ``lease()``, if given, is asked for the connection's
+        :class:`~kamid.server.ConnectionLease` when the tool may be served under one
+        (:meth:`_serve_lease`). Called on the trio thread.
         """
         if self.executor.pool is not None:
             return None
@@ -511,54 +517,37 @@ class KamiService:
         limits = with_timeout(target.limits, p.timeout_ms)
         call = _Call(record, p.input, peer=peer, caller=p.caller, net=self._net(target, limits))
         inbox = self.inbox
-        engine = self.engine
+        held: ConnectionLease | None = None
+        if lease is not None and call.host.net is None and self.scheduler.leasable(record.id):
+            held = lease()
+            if held is not None:  # the lease keeps the call's slot until it ends
+                self._leases.add(held)
+                held.on_return(functools.partial(self.scheduler.release, record.id))
+                held.on_return(functools.partial(self._leases.discard, held))
 
         def run() -> None:  # on a call thread
-            outcome: CallOutcome | None = None
-            error: KamiError | None = None
-            result: ExecToolResult | None = None
-            teardown: list[Callable[[], None]] = []
             try:
-                outcome = engine.call(
-                    record.sha256,
-                    target.wasm_path,
-                    call.text,
-                    limits=limits,
-                    host=call.host,
-                    teardown=teardown,
-                )
-            except KamiError as exc:
-                error = exc
-            except Exception:
-                log.exception("unexpected error running %s", record.id)
-                error = InternalError("kamid hit an internal error; details are in its log")
-            # Recorded before the answer leaves: whoever reads the audit or tool log
-            # after seeing it finds this call there. The audit writer is woken by
-            # finish(), on the trio thread, once the inbox delivers it.
-            try:
-                self.security.audit.record_from_thread(self._settle(call, outcome, error))
-                if error is None:
-                    result = call.result(outcome)
-            except Exception:
-                log.exception("unexpected error recording a call of %s", record.id)
-                error = InternalError("kamid hit an internal error; details are in its log")
-            try:
-                answer(result, error)
-            except Exception:
-                log.exception("unexpected error answering a call of %s", record.id)
+                teardown: list[Callable[[], None]] = []
+                outcome, error, result = self._run_fast(call, target, limits, teardown)
+                try:
+                    answer(result, error)
+                except Exception:
+                    log.exception("unexpected error answering a call of %s", record.id)
+                finally:
+                    self.engine.dispose(teardown)
+                    # The slot is released by the next request the trio thread reads, or
+                    # by the inbox's backstop, without a wake-up of its own.
+                    inbox.post(functools.partial(finish, outcome, error))
             finally:
-                # The store is closed once the answer is out, when a CPU is idle (the
-                # engine bounds the stores alive, that one included); the slot is
-                # released by the next request the trio thread reads, or by the
-                # inbox's backstop, without a wake-up of its own.
-                engine.dispose(teardown)
-                inbox.post(functools.partial(finish, outcome, error))
+                if held is not None:  # always ends, or its connection would wait forever
+                    self._serve_lease(held, p, target, peer)
 
         def finish(outcome: CallOutcome | None, error: KamiError | None) -> None:  # trio
             try:
                 self.security.audit.wake()
                 ticket.usage = outcome.usage if outcome is not None else None
-                self.scheduler.finished(ticket, "ok" if error is None else error.kind, error)
+                kind = "ok" if error is None else error.kind
+                self.scheduler.finished(ticket, kind, error, release=held is None)
                 self._count(error)
             except Exception:
                 log.exception("recording a finished call of %s failed", record.id)
@@ -574,6 +563,125 @@ class KamiService:
         inbox.expect()
         self.executor.submit(run)
         return call.host.cancel
+
+    def _run_fast(
+        self, call: _Call, target: _Target, limits: Limits, teardown: list[Callable[[], None]]
+    ) -> tuple[CallOutcome | None, KamiError | None, ExecToolResult | None]:
+        """Runs a fast-lane call and records it (call thread): its outcome, error and
+        result. Recorded before the answer leaves: whoever reads the audit or tool log
+        after seeing it finds this call there (the audit writer is woken on trio).
+
+        Give ``teardown`` to ``engine.dispose`` once the answer is out: the store is
+        then closed when a CPU is idle (the engine bounds the stores alive)."""
+        record = target.record
+        outcome: CallOutcome | None = None
+        error: KamiError | None = None
+        result: ExecToolResult | None = None
+        try:
+            outcome = self.engine.call(
+                record.sha256,
+                target.wasm_path,
+                call.text,
+                limits=limits,
+                host=call.host,
+                teardown=teardown,
+            )
+        except KamiError as exc:
+            error = exc
+        except Exception:
+            log.exception("unexpected error running %s", record.id)
+            error = InternalError("kamid hit an internal error; details are in its log")
+        try:
+            self.security.audit.record_from_thread(self._settle(call, outcome, error))
+            if error is None:
+                result = call.result(outcome)
+        except Exception:
+            log.exception("unexpected error recording a call of %s", record.id)
+            error = InternalError("kamid hit an internal error; details are in its log")
+            result = None
+        return outcome, error, result
+
+    def _serve_lease(
+        self, lease: ConnectionLease, first: ExecToolParams, target: _Target, peer: Peer
+    ) -> None:
+        """Serves the connection's next calls of the same tool on this call thread, as
+        long as each comes within the linger and nothing else needs what the lease
+        holds (its scheduler slot, this thread); then gives the connection back.
+
+        Each call is run, recorded and answered as :meth:`try_fast` would; its trio-side
+        accounting (metrics, counters, the audit writer's wake-up) is posted in batches,
+        at most one :attr:`inbox` post per ``grace_s``.
+        """
+        record = target.record
+        batch: list[Callable[[], None]] = []
+        posted = time.monotonic()
+        scheduler, threads = self.scheduler, self.executor.threads
+
+        def hold() -> bool:
+            return (
+                not scheduler.waiting
+                and not threads.queued
+                and self._cached_target(first.tool) is target
+            )
+
+        try:
+            while (message := lease.next_request(hold)) is not None:
+                if message.get("method") != "tools.exec":
+                    break
+                try:
+                    p = structure_params(message["params"], ExecToolParams, method="tools.exec")
+                except KamiError:
+                    break  # trio answers it with the error
+                if p.tool != first.tool:
+                    break
+                lease.take()
+                started = time.monotonic()
+                limits = with_timeout(target.limits, p.timeout_ms)
+                call = _Call(record, p.input, peer=peer, caller=p.caller, net=None)
+                teardown: list[Callable[[], None]] = []
+                lease.running(call.host.cancel)
+                outcome, error, result = self._run_fast(call, target, limits, teardown)
+                lease.running(None)
+                try:
+                    lease.reply(encode_frame(_reply(message["id"], p.tool, result, error)))
+                finally:
+                    self.engine.dispose(teardown)
+                batch.append(
+                    functools.partial(
+                        self._leased_call_ran,
+                        record.id,
+                        p.priority,
+                        outcome,
+                        error,
+                        time.monotonic() - started,
+                    )
+                )
+                if started - posted >= self.inbox.grace_s:
+                    self.inbox.post(functools.partial(_run_all, batch))
+                    batch, posted = [], started
+        except Exception:
+            log.exception("unexpected error serving a connection lease for %s", record.id)
+        finally:
+            if batch:
+                self.inbox.post(functools.partial(_run_all, batch))
+            lease.end()
+
+    def _leased_call_ran(
+        self,
+        tool_id: str,
+        priority: Priority,
+        outcome: CallOutcome | None,
+        error: KamiError | None,
+        duration_s: float,
+    ) -> None:  # trio
+        self.security.audit.wake()
+        usage = outcome.usage if outcome is not None else None
+        kind = "ok" if error is None else error.kind
+        self.scheduler.ran(tool_id, priority, duration_s, usage, kind, error)
+        self.calls_fast += 1
+        self.calls_leased += 1
+        self.calls_in_flight += 1  # _count() takes it off again
+        self._count(error)
 
     async def wasm_run(self, p: RunWasmParams, ctx: RequestContext) -> Any:
         path = Path(p.path)
@@ -657,6 +765,28 @@ class KamiService:
                 text += f"{stamp} failed {error.message}\n"
             self.tool_logs.append(call.tool.id, text)
         return call.row(outcome, error)
+
+
+def _reply(
+    request_id: int | str, tool: str, result: ExecToolResult | None, error: KamiError | None
+) -> dict[str, Any]:
+    """The JSON-RPC answer of a fast-lane call."""
+    try:
+        if error is None:
+            return make_result(request_id, converter.unstructure(result))
+        return make_error(request_id, error)
+    except Exception:
+        log.exception("unexpected error encoding the answer of %s", tool)
+        error = InternalError("kamid hit an internal error; details are in its log")
+        return make_error(request_id, error)
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("recording a call served under a connection lease failed")
 
 
 def _log_stamp() -> str:

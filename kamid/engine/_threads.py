@@ -105,6 +105,11 @@ class WorkerThreads:
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
 
+    @property
+    def queued(self) -> bool:
+        """Jobs wait for a thread (any thread: a hint, read without the lock)."""
+        return bool(self._jobs)
+
     def close(self) -> None:
         """Stops the threads once the queued jobs ran (idempotent)."""
         with self._lock:

@@ -82,6 +82,9 @@ class DaemonStatusResult:
     #: Of the calls served or failed, those the fast lane ran: answered by their call
     #: thread, without a trio task (``tools.exec`` and MCP ``tools/call``).
     calls_fast: int = 0
+    #: Of those, the calls a call thread read itself, from a connection lent to it
+    #: after the call before (``kamid.server.ConnectionLease``).
+    calls_leased: int = 0
     scheduler: SchedulerStatistics | None = None
     #: Calls/s and latency percentiles over the last minute, in total and per tool.
     activity: ActivityStatistics | None = None
