@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -226,6 +227,28 @@ def test_a_client_that_hangs_up_during_a_leased_call_cancels_it(
     entries = lingering.call("audit.list", {"tool": "dev.test.loop"})["entries"]
     assert entries[0]["outcome"] == "cancelled"
     assert status["calls_leased"] >= 1
+
+
+def test_a_reload_that_adds_a_rate_limit_ends_the_lease(kami_home: Path, tmp_path: Path) -> None:
+    daemon = Daemon(kami_home).start(config=LINGER)
+    try:
+        _install(daemon, tmp_path, "echo.wat")
+        with connect(daemon) as sock:
+            client = _Client(sock)
+            client.call(0)
+            client.call(1)  # the fast lane: the lease starts
+            rated = '[scheduler]\nmax_queue = 7\n[scheduler.tools."dev.test.echo"]\n'
+            daemon.paths.config_file.write_text(LINGER + rated + "calls_per_minute = 1\n")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGHUP)
+            daemon.wait_until(lambda s: s["scheduler"]["max_queue"] == 7, "the reload applied")
+            replies = [client.call(i) for i in range(2, 5)]
+    finally:
+        daemon.stop()
+    # The first call after the reload takes the one token there is; the next ones wait
+    # a minute for theirs, so they are refused.
+    assert replies[0]["result"]["output"] == 2, replies[0]
+    assert [r["error"]["data"]["reason"] for r in replies[1:]] == ["rate_limited"] * 2, replies
 
 
 def test_leases_can_be_turned_off(kami_home: Path, tmp_path: Path) -> None:
