@@ -28,6 +28,8 @@ import trio
 from kamid.protocol import PRIORITIES, Busy, KamiError, SchedulerStatistics, Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kamid.protocol import Priority
 
 __all__ = ["Admission", "CallObserver", "Scheduler", "SchedulerConfig", "Ticket", "ToolSchedule"]
@@ -227,6 +229,8 @@ class Scheduler:
         self._queues: dict[str, list[_Waiter]] = {p: [] for p in PRIORITIES}
         self._buckets: dict[str, TokenBucket] = {}
         self._rejected: Counter[str] = Counter()
+        #: Called when a call starts waiting for a slot (that a lease may be keeping).
+        self.on_wait: Callable[[], None] | None = None
 
     @property
     def max_concurrent(self) -> int:
@@ -437,6 +441,8 @@ class Scheduler:
         waiter = _Waiter(tool, priority)
         queue = self._queues[priority]
         queue.append(waiter)
+        if self.on_wait is not None:
+            self.on_wait()
         try:
             with trio.move_on_after(timeout):
                 await waiter.event.wait()

@@ -309,8 +309,11 @@ class ConnectionLease:
         config = connection.server.config
         self._max_frame = config.max_frame_bytes
         self._linger_s = config.lease_linger_ms / 1000
+        # Woken by interrupt(): someone needs what the lease holds, now.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLIN)
+        self._poll.register(self._wake_r, select.POLLIN)
         self._hang_up = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
         self._lock = threading.Lock()
         self._cancel: Callable[[], None] | None = None
@@ -354,8 +357,12 @@ class ConnectionLease:
             wait = min(deadline - time.monotonic(), LEASE_SLICE_S)
             if wait <= 0:
                 return None
-            if self._poll.poll(wait * 1000):
+            events = self._poll.poll(wait * 1000)
+            if any(fd == self._fd for fd, _ in events):
                 break
+            if events:  # interrupted: look at the terms again
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 512)
         try:
             data = os.read(self._fd, 65536)
         except OSError:  # nothing after all, or a reset: trio's next read sees which
@@ -403,12 +410,25 @@ class ConnectionLease:
         with contextlib.suppress(trio.RunFinishedError):
             self._connection.token.run_sync_soon(self._give_back, unread)
 
+    # Either side.
+    def interrupt(self) -> None:
+        """Has the thread look at the lease's terms now rather than when its wait for
+        the next request ends (any thread): a call waits for its slot or thread."""
+        with self._lock:
+            if self._wake_w >= 0:
+                with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                    os.write(self._wake_w, b"!")
+
     # The trio side.
     def on_return(self, callback: Callable[[], None]) -> None:
         """Runs ``callback()`` on the trio thread when the lease ends (trio thread)."""
         self._on_return.append(callback)
 
     def _give_back(self, unread: bytes) -> None:
+        with self._lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
         self.handed_back = unread
         self.returned.set()
         for callback in self._on_return:

@@ -134,6 +134,10 @@ class KamiService:
         self.scheduler = Scheduler(
             config.scheduler, workers=executor.concurrency, observer=self.metrics
         )
+        # A connection lease keeps a slot and a call thread while it waits for its next
+        # call: it gives them up at once when someone else needs one.
+        self.scheduler.on_wait = self._interrupt_leases
+        executor.threads.on_backlog = self._interrupt_leases
         #: Where --metrics-listen serves, once it does.
         self.metrics_address: str | None = None
         #: Registries, packages, signatures and trust (kamid/registry).
@@ -166,6 +170,10 @@ class KamiService:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._io_limiter)
 
     # daemon.*
+    def _interrupt_leases(self) -> None:
+        for lease in tuple(self._leases):
+            lease.interrupt()
+
     @property
     def calls_running(self) -> int:
         """Calls in flight, those running under a connection lease included."""
@@ -518,7 +526,12 @@ class KamiService:
         call = _Call(record, p.input, peer=peer, caller=p.caller, net=self._net(target, limits))
         inbox = self.inbox
         held: ConnectionLease | None = None
-        if lease is not None and call.host.net is None and self.scheduler.leasable(record.id):
+        if (
+            lease is not None
+            and call.host.net is None
+            and self.scheduler.leasable(record.id)
+            and not self.scheduler.waiting
+        ):
             held = lease()
             if held is not None:  # the lease keeps the call's slot until it ends
                 self._leases.add(held)

@@ -69,6 +69,8 @@ class WorkerThreads:
         self._threads: list[threading.Thread] = []
         #: Jobs waiting or running.
         self.pending = 0
+        #: Called (on the submitting thread) when a job has to wait for a thread.
+        self.on_backlog: Callable[[], None] | None = None
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Runs ``fn()`` on a pool thread; it must handle its own exceptions."""
@@ -140,6 +142,8 @@ class WorkerThreads:
                 waiter.wake.release()
                 return
             self._jobs.append(item)
+        if item is not None and self.on_backlog is not None:
+            self.on_backlog()
 
     def _next(self, me: _Waiter) -> _Job | None:
         with self._lock:
