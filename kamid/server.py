@@ -7,6 +7,7 @@ in-flight requests under a grace deadline, and only then are they cancelled.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -64,8 +65,9 @@ SEND_TIMEOUT_S = 30.0
 #: A call thread holding a :class:`ConnectionLease` looks at its terms this often while
 #: it waits for the next request (a linger longer than this is waited in slices).
 LEASE_SLICE_S = 0.02
-#: How often the trio side looks for a hang-up of a connection lent to a call thread.
-LEASE_WATCH_S = 0.25
+#: How often the trio side looks for a hang-up of a connection lent to a call thread,
+#: and runs what its thread left for it (:meth:`ConnectionLease.later`).
+LEASE_WATCH_S = 0.05
 #: Methods still answered while the daemon drains.
 _ALLOWED_WHILE_DRAINING = frozenset({"daemon.status", "daemon.stop"})
 
@@ -129,12 +131,13 @@ class RequestContext:
     def done(self) -> None:
         """A request taken by a :class:`FastLane` is over (trio thread): its connection
         may take another one, and a stopping daemon stops waiting for it."""
-        self._connection.request_done()
+        self._connection.fast_request_done()
 
     def lease(self) -> ConnectionLease | None:
         """Lends the connection's reading to the thread that answers this fast-lane
-        request (trio thread), if it has nothing else to do: this is its only request,
-        and nothing more was received. None otherwise; see :class:`ConnectionLease`."""
+        request (trio thread), if it has nothing else to do: nothing more was received,
+        and no other request is in flight but fast-lane calls. None otherwise; see
+        :class:`ConnectionLease`."""
         return self._connection.lend()
 
     def on_disconnect(self, cancel: Callable[[], None]) -> Callable[[], None]:
@@ -281,8 +284,9 @@ def _is_request(message: Any) -> bool:
 
 
 class ConnectionLease:
-    """A connection's reading, lent to the call thread that answered its only request,
-    so that the client's next request runs without waking trio at all.
+    """A connection's reading, lent to the call thread that answers a fast-lane request
+    when the connection has nothing else to do, so that the client's next request runs
+    without waking trio at all.
 
     A hot client sends its next call as soon as it reads an answer. Through trio, that
     request costs a wake-up of the trio thread, framing, decoding, admission and a
@@ -310,7 +314,9 @@ class ConnectionLease:
         self._max_frame = config.max_frame_bytes
         self._linger_s = config.lease_linger_ms / 1000
         # Woken by interrupt(): someone needs what the lease holds, now.
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = os.pipe()  # not inheritable, as Python makes them
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLIN)
         self._poll.register(self._wake_r, select.POLLIN)
@@ -325,6 +331,7 @@ class ConnectionLease:
         #: What the thread read and did not run, for trio to serve (set on return).
         self.handed_back = b""
         self._on_return: list[Callable[[], None]] = []
+        self._later: collections.deque[Callable[[], None]] = collections.deque()
 
     # The call thread's side.
     @property
@@ -403,6 +410,12 @@ class ConnectionLease:
         """Sends a taken request's encoded answer."""
         self._connection.write_threadsafe(data)
 
+    def later(self, callback: Callable[[], None]) -> None:
+        """Has ``callback()`` run on the trio thread within :data:`LEASE_WATCH_S`, or when
+        the lease ends (for what a call leaves to trio: its metrics, counters, wake-ups),
+        without a wake-up per call."""
+        self._later.append(callback)
+
     def end(self) -> None:
         """Gives the connection back to trio with what was read and not taken (once,
         from the call thread; nothing more may be read or sent under this lease)."""
@@ -431,11 +444,20 @@ class ConnectionLease:
             self._wake_r = self._wake_w = -1
         self.handed_back = unread
         self.returned.set()
+        self.run_later()
         for callback in self._on_return:
             try:
                 callback()
             except Exception:
                 log.exception("a connection lease's return callback failed")
+
+    def run_later(self) -> None:
+        """Runs what the thread left with :meth:`later` so far (trio thread)."""
+        while self._later:
+            try:
+                self._later.popleft()()
+            except Exception:
+                log.exception("a callback a connection lease left for trio failed")
 
     def peer_gone(self) -> bool:
         """The peer hung up or shut its end for writing (trio thread; does not read)."""
@@ -526,6 +548,8 @@ class _Connection:
         #: The request being offered to the fast lane may take a lease (see lend).
         self._leasable = False
         self._lease: ConnectionLease | None = None
+        #: Of in_flight, the requests a fast lane took (they answer without trio).
+        self._fast_in_flight = 0
 
     async def send(self, message: Any) -> None:
         if self._closed:
@@ -581,6 +605,7 @@ class _Connection:
             while not lease.returned.is_set():
                 with trio.move_on_after(LEASE_WATCH_S):
                     await lease.returned.wait()
+                lease.run_later()
                 if not lease.returned.is_set() and not lease.hung_up and lease.peer_gone():
                     self._stop_calls(lease)
         finally:
@@ -598,6 +623,10 @@ class _Connection:
         lease.stop()
         for cancel in list(self.cancels):
             cancel()
+
+    def fast_request_done(self) -> None:
+        self._fast_in_flight -= 1
+        self.request_done()
 
     def request_done(self) -> None:
         """One of this connection's requests is over (with or without a task)."""
@@ -663,11 +692,19 @@ class _Connection:
                         continue
                     await self._slots.acquire()
                     self.in_flight += 1
-                    # Only a connection with nothing else to do is lent (ConnectionLease).
-                    self._leasable = self.in_flight == 1 and i == len(lines) and not buffer.pending
+                    # Only a connection with nothing else to do is lent (ConnectionLease):
+                    # no more input, and nothing in flight but fast-lane calls, which
+                    # answer by themselves (those that answered may not be collected yet).
+                    self._leasable = (
+                        self.in_flight == 1 + self._fast_in_flight
+                        and i == len(lines)
+                        and not buffer.pending
+                    )
                     taken = self.server.offer_fast(line, self)
                     self._leasable = False
-                    if not taken:
+                    if taken:
+                        self._fast_in_flight += 1
+                    else:
                         nursery.start_soon(self._serve_line, line)
             nursery.cancel_scope.cancel()
         for cancel in list(self.cancels):

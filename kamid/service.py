@@ -622,12 +622,10 @@ class KamiService:
         holds (its scheduler slot, this thread); then gives the connection back.
 
         Each call is run, recorded and answered as :meth:`try_fast` would; its trio-side
-        accounting (metrics, counters, the audit writer's wake-up) is posted in batches,
-        at most one :attr:`inbox` post per ``grace_s``.
+        accounting (metrics, counters, the audit writer's wake-up) is left to the
+        lease's trio side (:meth:`ConnectionLease.later`), which runs it within 50 ms.
         """
         record = target.record
-        batch: list[Callable[[], None]] = []
-        posted = time.monotonic()
         scheduler, threads = self.scheduler, self.executor.threads
 
         def hold() -> bool:
@@ -659,24 +657,15 @@ class KamiService:
                     lease.reply(encode_frame(_reply(message["id"], p.tool, result, error)))
                 finally:
                     self.engine.dispose(teardown)
-                batch.append(
+                duration = time.monotonic() - started
+                lease.later(
                     functools.partial(
-                        self._leased_call_ran,
-                        record.id,
-                        p.priority,
-                        outcome,
-                        error,
-                        time.monotonic() - started,
+                        self._leased_call_ran, record.id, p.priority, outcome, error, duration
                     )
                 )
-                if started - posted >= self.inbox.grace_s:
-                    self.inbox.post(functools.partial(_run_all, batch))
-                    batch, posted = [], started
         except Exception:
             log.exception("unexpected error serving a connection lease for %s", record.id)
         finally:
-            if batch:
-                self.inbox.post(functools.partial(_run_all, batch))
             lease.end()
 
     def _leased_call_ran(
@@ -792,14 +781,6 @@ def _reply(
         log.exception("unexpected error encoding the answer of %s", tool)
         error = InternalError("kamid hit an internal error; details are in its log")
         return make_error(request_id, error)
-
-
-def _run_all(callbacks: list[Callable[[], None]]) -> None:
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:
-            log.exception("recording a call served under a connection lease failed")
 
 
 def _log_stamp() -> str:
