@@ -320,7 +320,10 @@ class ConnectionLease:
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLIN)
         self._poll.register(self._wake_r, select.POLLIN)
-        self._hang_up = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+        self._hung_up_poll = select.poll()  # hang-ups only: it never reads
+        self._hung_up_poll.register(
+            self._fd, select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+        )
         self._lock = threading.Lock()
         self._cancel: Callable[[], None] | None = None
         self._unread = b""
@@ -461,9 +464,7 @@ class ConnectionLease:
 
     def peer_gone(self) -> bool:
         """The peer hung up or shut its end for writing (trio thread; does not read)."""
-        events = select.poll()
-        events.register(self._fd, self._hang_up)
-        return bool(events.poll(0))
+        return bool(self._hung_up_poll.poll(0))
 
     def stop(self) -> None:
         """Cancels the running call and ends the lease at the thread's next request
@@ -572,11 +573,8 @@ class _Connection:
     async def _close(self) -> None:
         self._closed = True
         self._writer.close()  # before the descriptor goes: late answers are dropped
-        lease = self._lease
-        if lease is not None:  # a call thread still reads the descriptor: wait for it
-            self._stop_calls(lease)
-            with trio.CancelScope(shield=True):
-                await lease.returned.wait()
+        if self._lease is not None:  # a call thread still reads the descriptor
+            await self._outlast(self._lease)
         await self.stream.aclose()
 
     def write_threadsafe(self, data: bytes) -> None:
@@ -609,15 +607,19 @@ class _Connection:
                 if not lease.returned.is_set() and not lease.hung_up and lease.peer_gone():
                     self._stop_calls(lease)
         finally:
-            if not lease.returned.is_set():
-                # Cancelled (the daemon stops): the thread still reads the descriptor,
-                # which must not close under it; its call ends at the next epoch tick.
-                self._stop_calls(lease)
-                with trio.CancelScope(shield=True):
-                    await lease.returned.wait()
+            if not lease.returned.is_set():  # cancelled: the daemon stops
+                await self._outlast(lease)
             self._lease = None
             self.server._request_done()
         return lease.handed_back
+
+    async def _outlast(self, lease: ConnectionLease) -> None:
+        """Stops ``lease``'s calls and waits, even when cancelled, until its thread has
+        given the connection back: the descriptor it reads must not close under it (its
+        call ends at the next epoch tick)."""
+        self._stop_calls(lease)
+        with trio.CancelScope(shield=True):
+            await lease.returned.wait()
 
     def _stop_calls(self, lease: ConnectionLease) -> None:
         lease.stop()

@@ -454,11 +454,8 @@ class KamiService:
         """Takes a ``tools.exec`` that :meth:`try_fast` can run, the call thread
         answering the client itself (and serving its next calls under a lease when it
         may); anything else stays with the dispatcher."""
-        if message.get("method") != "tools.exec":
-            return False
-        try:
-            p = structure_params(message.get("params"), ExecToolParams, method="tools.exec")
-        except KamiError:
+        p = _exec_params(message)
+        if p is None:
             return False
         request_id = message["id"]
 
@@ -637,14 +634,9 @@ class KamiService:
 
         try:
             while (message := lease.next_request(hold)) is not None:
-                if message.get("method") != "tools.exec":
-                    break
-                try:
-                    p = structure_params(message["params"], ExecToolParams, method="tools.exec")
-                except KamiError:
-                    break  # trio answers it with the error
-                if p.tool != first.tool:
-                    break
+                p = _exec_params(message)
+                if p is None or p.tool != first.tool:
+                    break  # trio serves it (with the error, if any)
                 lease.take()
                 started = time.monotonic()
                 limits = with_timeout(target.limits, p.timeout_ms)
@@ -767,6 +759,17 @@ class KamiService:
                 text += f"{stamp} failed {error.message}\n"
             self.tool_logs.append(call.tool.id, text)
         return call.row(outcome, error)
+
+
+def _exec_params(message: dict[str, Any]) -> ExecToolParams | None:
+    """The params of a well-formed ``tools.exec`` request; None for anything else,
+    which the dispatcher answers (with the error, if any)."""
+    if message.get("method") != "tools.exec":
+        return None
+    try:
+        return structure_params(message.get("params"), ExecToolParams, method="tools.exec")
+    except KamiError:
+        return None
 
 
 def _reply(
